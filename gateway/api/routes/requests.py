@@ -1,0 +1,117 @@
+"""Submit async requests upstream and read their status."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from gateway import logs, netguard
+from gateway.api.body import media_type, read_limited
+from gateway.api.deps import ApiKey, State
+from gateway.callbacks import REF_PARAM
+from gateway.errors import BadGateway, BadRequest, NotFound, UnsupportedMediaType
+from gateway.events import iso_ms
+from gateway.models import SubmitBody, WebhookTarget
+from gateway.state import GatewayState
+from gateway.store import NewRequest
+
+router = APIRouter(prefix="/v1/requests", tags=["requests"])
+log = logs.get("gateway.requests")
+
+
+def validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+async def _parse_submit(request: Request, state: GatewayState) -> SubmitBody:
+    if media_type(request) != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    raw = await read_limited(request, state.settings.GATEWAY_MAX_BODY_BYTES)
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    try:
+        body = SubmitBody.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(validation_message(exc)) from exc
+    if body.timeout is not None and body.timeout > state.settings.GATEWAY_MAX_TIMEOUT:
+        raise BadRequest(f"timeout: at most {state.settings.GATEWAY_MAX_TIMEOUT} seconds")
+    for index, target in enumerate(body.targets):
+        if isinstance(target, WebhookTarget):
+            why = await netguard.refusal(
+                target.url, allow_private=state.settings.GATEWAY_ALLOW_PRIVATE_WEBHOOKS
+            )
+            if why:
+                raise BadRequest(f"targets.{index}.url: {why}")
+    return body
+
+
+@router.post("", status_code=202)
+async def submit(request: Request, state: State, _: ApiKey) -> JSONResponse:
+    """Send a request to Plivo asynchronously; its result arrives later as events."""
+    body = await _parse_submit(request, state)
+    ref = secrets.token_urlsafe(12)
+    params = dict(body.params)
+    params["callback_url"] = f"{state.settings.callback_url}?{REF_PARAM}={ref}"
+    params["callback_method"] = "POST"
+    reply = await state.plivo.request(body.method, body.resource, params)
+    api_id = reply.body.get("api_id")
+    if not isinstance(api_id, str) or not api_id:
+        raise BadGateway("upstream reply carried no api_id")
+    await state.store.save_request(
+        NewRequest(
+            api_id=api_id,
+            method=body.method,
+            resource=body.resource,
+            params=body.params,
+            metadata=body.metadata,
+            targets=[t.model_dump() for t in body.targets],
+            timeout_s=body.timeout or state.settings.GATEWAY_DEFAULT_TIMEOUT,
+            ref=ref,
+        )
+    )
+    log.info("submitted", api_id=api_id, resource=body.resource, upstream=reply.status_code)
+    return JSONResponse(
+        {"api_id": api_id, "message": "async api spawned", "status": "pending"},
+        status_code=202,
+        headers={"Location": f"/v1/requests/{api_id}"},
+    )
+
+
+def _loads(value: str | None, default: Any) -> Any:
+    return json.loads(value) if value else default
+
+
+def _iso(ms: str | None) -> str | None:
+    return iso_ms(int(ms)) if ms else None
+
+
+@router.get("/{api_id}")
+async def status(api_id: str, state: State, _: ApiKey) -> dict[str, Any]:
+    """The state of one submitted request, its result and its events."""
+    found = await state.store.get_request(api_id)
+    if found is None:
+        raise NotFound(f"no request with api_id {api_id}")
+    record, events = found
+    result_entry = _loads(record.get("result"), None)
+    return {
+        "api_id": api_id,
+        "message": "request found",
+        "status": record.get("status", "pending"),
+        "resource": record.get("resource"),
+        "metadata": _loads(record.get("metadata"), {}),
+        "submitted_at": _iso(record.get("submitted_at")),
+        "completed_at": _iso(record.get("completed_at")),
+        "result": result_entry.get("p") if result_entry else None,
+        "events": events,
+    }

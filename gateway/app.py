@@ -1,0 +1,91 @@
+"""The FastAPI application: API, callback receiver and operations endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway import logs
+from gateway.api.routes import health, receiver, requests
+from gateway.errors import GatewayError, new_api_id
+from gateway.settings import Settings
+from gateway.state import GatewayState, make_redis, make_store
+from gateway.upstream import PlivoClient
+
+log = logs.get("gateway.app")
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"api_id": new_api_id(), "error": message}, status_code=status, headers=headers)
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
+        return _error(exc.status_code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "request"
+        return _error(400, f"{where}: {first.get('msg')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RedisError)
+    async def redis_error(_: Request, exc: RedisError) -> JSONResponse:
+        log.error("redis_unavailable", error=type(exc).__name__)
+        return _error(503, "storage unavailable, retry later", {"Retry-After": "1"})
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        api_id = new_api_id()
+        log.exception("unhandled_error", api_id=api_id, path=request.url.path)
+        return JSONResponse({"api_id": api_id, "error": "internal server error"}, status_code=500)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = make_redis(settings)
+        timeout = httpx.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT)
+        http = httpx.AsyncClient(
+            timeout=timeout,
+            proxy=settings.UPSTREAM_PROXY,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            follow_redirects=False,
+        )
+        plivo = PlivoClient(
+            http,
+            api_url=settings.PLIVO_API_URL,
+            auth_id=settings.PLIVO_AUTH_ID,
+            auth_token=settings.PLIVO_AUTH_TOKEN.get_secret_value(),
+        )
+        app.state.gw = GatewayState(settings, redis, make_store(settings, redis), http, plivo)
+        try:
+            yield
+        finally:
+            await http.aclose()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="callback-gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    _install_handlers(app)
+    app.include_router(receiver.router)
+    app.include_router(requests.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,113 @@
+"""What a callback is once received: parsing, identity, and how it correlates.
+
+Pure functions shared by the receiver (parse, identity) and the worker (correlation keys, links).
+Which fields Plivo puts in an async result is undocumented beyond ``api_id``; we assume the
+result may arrive without it and then fall back to the ``ref`` the gateway put into the
+``callback_url`` query string when it submitted the request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from gateway.errors import BadRequest
+
+REF_PARAM = "cg_ref"
+
+FormParams = dict[str, Any]
+
+
+def parse_form(raw: bytes) -> FormParams:
+    """Form or query text to a dict; repeated keys become lists, single keys stay strings."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("payload is not valid UTF-8") from exc
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, max_num_fields=1000)
+    except ValueError as exc:
+        raise BadRequest(f"malformed form data: {exc}") from exc
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            prev = out[key]
+            out[key] = [*prev, value] if isinstance(prev, list) else [prev, value]
+        else:
+            out[key] = value
+    return out
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("JSON payload must be an object")
+    return data
+
+
+def callback_id(query: str, params: dict[str, Any]) -> str:
+    """Identity of a callback: the same payload to the same URL is the same callback.
+
+    Plivo's retries resend the same parameters (with a fresh nonce and signature, which are
+    headers and so not part of this), so they collapse onto one id."""
+    canonical = json.dumps([query, params], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, list):
+        return str(value[0]) if value else ""
+    return "" if value is None else str(value)
+
+
+def uuid_list(value: Any) -> list[str]:
+    """``message_uuid`` / ``request_uuid`` as a list, whatever shape the callback gave it."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, list):
+        return [str(v) for v in value if v]
+    text = str(value).strip()
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, list):
+            return [str(v) for v in parsed if v]
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class Correlatable:
+    kind: str  # result | message | call | unknown
+    ckey: str
+    seq: str
+    links: list[str]
+    event_type: str
+
+
+def classify(cb_id: str, params: dict[str, Any], query: FormParams) -> Correlatable:
+    """How a callback finds its request: the correlation key, and links it creates."""
+    api_id = _scalar(params.get("api_id"))
+    message_uuid = _scalar(params.get("MessageUUID"))
+    request_uuid = _scalar(params.get("RequestUUID")) or _scalar(params.get("ALegRequestUUID"))
+    if not api_id and message_uuid:
+        seq = _scalar(params.get("Sequence"))
+        seq = seq if seq.isdigit() else ""
+        return Correlatable("message", f"msg:{message_uuid}", seq, [], "message.status")
+    if not api_id and request_uuid:
+        return Correlatable("call", f"call:{request_uuid}", "", [], "call.status")
+    links = [f"msg:{u}" for u in uuid_list(params.get("message_uuid"))]
+    links += [f"call:{u}" for u in uuid_list(params.get("request_uuid"))]
+    if api_id:
+        return Correlatable("result", f"api:{api_id}", "", links, "request.completed")
+    ref = _scalar(query.get(REF_PARAM)) or _scalar(params.get(REF_PARAM))
+    if ref:
+        return Correlatable("result", f"ref:{ref}", "", links, "request.completed")
+    return Correlatable("unknown", f"none:{cb_id}", "", [], "callback.unmatched")

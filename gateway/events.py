@@ -1,0 +1,34 @@
+"""The event envelope that targets and subscribers receive (contract: Events)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+
+def iso_ms(ms: int) -> str:
+    moment = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def event_id_for(cb_id: str) -> str:
+    """Events born from a callback take their id from it, so reprocessing cannot duplicate them."""
+    return f"evt_{cb_id}"
+
+
+def envelope(
+    event_id: str,
+    event_type: str,
+    created_ms: int,
+    api_id: str | None,
+    metadata: dict[str, Any],
+    data: Any,
+) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "type": event_type,
+        "created_at": iso_ms(created_ms),
+        "api_id": api_id,
+        "metadata": metadata,
+        "data": data,
+    }

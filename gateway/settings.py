@@ -1,0 +1,121 @@
+"""Configuration: one typed class whose field names are the environment variable names.
+
+Every field is documented in `.env.example` (a test checks the two agree). Values come from the
+process environment first, then from a `.env` file in the working directory.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+    )
+
+    # --- state -------------------------------------------------------------------------------
+    REDIS_URL: str = "redis://127.0.0.1:6379/0"
+    GATEWAY_KEY_PREFIX: str = "cg:"
+
+    # --- upstream (Plivo) --------------------------------------------------------------------
+    PLIVO_AUTH_ID: str = ""
+    PLIVO_AUTH_TOKEN: SecretStr = SecretStr("")
+    PLIVO_MAIN_AUTH_TOKEN: SecretStr = SecretStr("")
+    PLIVO_API_URL: str = "https://api.plivo.com"
+    UPSTREAM_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0)
+    UPSTREAM_READ_TIMEOUT: float = Field(default=30.0, gt=0)
+    UPSTREAM_PROXY: str | None = None
+
+    # --- the gateway's own surface -----------------------------------------------------------
+    GATEWAY_PUBLIC_URL: str = "http://127.0.0.1:8000"
+    GATEWAY_API_KEYS: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    GATEWAY_VERIFY_SIGNATURES: bool = True
+    GATEWAY_MAX_BODY_BYTES: int = Field(default=256 * 1024, gt=0)
+    GATEWAY_DEFAULT_TIMEOUT: int = Field(default=3600, gt=0)
+    GATEWAY_MAX_TIMEOUT: int = Field(default=7 * 86400, gt=0)
+
+    # --- receiver and correlation ------------------------------------------------------------
+    GATEWAY_UNMATCHED_GRACE: int = Field(default=300, ge=0)
+    GATEWAY_DEDUP_TTL: int = Field(default=86400, gt=0)
+
+    # --- delivery ----------------------------------------------------------------------------
+    GATEWAY_WEBHOOK_SECRET: SecretStr | None = None
+    GATEWAY_ALLOW_PRIVATE_WEBHOOKS: bool = False
+    GATEWAY_RETRY_SCHEDULE: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE)
+    )
+    GATEWAY_DELIVERY_TIMEOUT: float = Field(default=10.0, gt=0)
+    GATEWAY_OVERLOAD_FLOOR: float = Field(default=60.0, ge=0)
+    GATEWAY_MAX_RESPONSE_BYTES: int = Field(default=4096, gt=0)
+    GATEWAY_RETENTION: int = Field(default=30 * 86400, gt=0)
+
+    # --- worker ------------------------------------------------------------------------------
+    WORKER_CONCURRENCY: int = Field(default=64, gt=0)
+    WORKER_POLL_DELAY: float = Field(default=0.05, gt=0)
+    WORKER_CLAIM_IDLE: float = Field(default=30.0, gt=0)
+
+    # --- logging -----------------------------------------------------------------------------
+    LOG_FORMAT: Literal["json", "console"] = "json"
+    LOG_LEVEL: str = "INFO"
+
+    @field_validator("GATEWAY_API_KEYS", mode="before")
+    @classmethod
+    def _keys_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("GATEWAY_RETRY_SCHEDULE", mode="before")
+    @classmethod
+    def _schedule_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("GATEWAY_RETRY_SCHEDULE")
+    @classmethod
+    def _schedule_valid(cls, value: list[float]) -> list[float]:
+        if not value or any(delay < 0 for delay in value):
+            raise ValueError("needs at least one delay, none negative")
+        return value
+
+    @field_validator("GATEWAY_PUBLIC_URL", "PLIVO_API_URL")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("GATEWAY_WEBHOOK_SECRET")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value():
+            raw = value.get_secret_value()
+            if not raw.startswith("whsec_") or len(raw) < 20:
+                raise ValueError("must look like whsec_<base64 of at least 24 random bytes>")
+            return value
+        return None
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> Settings:
+        for key in self.GATEWAY_API_KEYS:
+            if key.get_secret_value() in {"changeme", "change-me", "secret"}:
+                raise ValueError("GATEWAY_API_KEYS holds a placeholder key: generate a real one")
+        return self
+
+    @cached_property
+    def api_keys(self) -> frozenset[str]:
+        return frozenset(key.get_secret_value() for key in self.GATEWAY_API_KEYS)
+
+    @property
+    def callback_url(self) -> str:
+        return f"{self.GATEWAY_PUBLIC_URL}/callbacks/plivo"

@@ -1,0 +1,43 @@
+"""Per-process resources, created in the lifespan and injected into routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from redis.asyncio import Redis
+
+from gateway.settings import Settings
+from gateway.store import Store
+from gateway.upstream import PlivoClient
+
+
+@dataclass(slots=True)
+class GatewayState:
+    settings: Settings
+    redis: Redis
+    store: Store
+    http: httpx.AsyncClient
+    plivo: PlivoClient
+
+
+def make_redis(settings: Settings) -> Redis:
+    client: Redis = Redis.from_url(
+        settings.REDIS_URL,
+        decode_responses=True,
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
+        health_check_interval=15,
+        retry_on_timeout=False,
+    )
+    return client
+
+
+def make_store(settings: Settings, redis: Redis) -> Store:
+    return Store(
+        redis,
+        settings.GATEWAY_KEY_PREFIX,
+        dedup_ttl=settings.GATEWAY_DEDUP_TTL,
+        retention=settings.GATEWAY_RETENTION,
+        grace=settings.GATEWAY_UNMATCHED_GRACE,
+    )

@@ -1,0 +1,129 @@
+"""The client for Plivo's REST API ("upstream").
+
+One shared ``httpx.AsyncClient`` per process (pooled keep-alive connections), Basic auth with the
+account's AUTH ID and token, JSON bodies on POST and query strings on GET/DELETE. Transient
+failures (connection errors, 429, 502, 503, 504) are retried with exponential backoff and full
+jitter, honouring ``Retry-After``, bounded both in count and in total time. Any other 4xx is
+Plivo's final word and is raised as ``UpstreamError`` with its status and ``error`` text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from gateway.errors import BadGateway, RateLimited, UpstreamError
+
+RETRYABLE = frozenset({429, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamReply:
+    status_code: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudget:
+    attempts: int = 4
+    total_seconds: float = 10.0
+    base_delay: float = 0.2
+    max_delay: float = 5.0
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # HTTP-date form: rare for APIs; fall back to our own backoff
+
+
+def backoff_delay(attempt: int, budget: RetryBudget, retry_after: float | None) -> float:
+    """Delay before retry number ``attempt`` (1-based): Retry-After if given, else full jitter."""
+    if retry_after is not None:
+        return min(retry_after, budget.max_delay * 4)
+    cap = min(budget.max_delay, budget.base_delay * (2 ** (attempt - 1)))
+    return random.uniform(cap / 2, cap)
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("error"):
+        error = body["error"]
+        return error if isinstance(error, str) else str(error)
+    return f"upstream answered {response.status_code}"
+
+
+class PlivoClient:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        api_url: str,
+        auth_id: str,
+        auth_token: str,
+        budget: RetryBudget | None = None,
+    ) -> None:
+        self._http = http
+        self._root = f"{api_url}/v1/Account/{auth_id}/"
+        self._auth = httpx.BasicAuth(auth_id, auth_token)
+        self._budget = budget or RetryBudget()
+
+    async def request(self, method: str, resource: str, params: dict[str, Any]) -> UpstreamReply:
+        url = self._root + resource
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._send(method, url, params)
+            except httpx.TransportError as exc:
+                failure: Exception = exc
+                retry_after = None
+                status = 0
+            else:
+                status = response.status_code
+                if status < 400:
+                    return UpstreamReply(status, self._json(response))
+                if status not in RETRYABLE:
+                    raise UpstreamError(status, _error_text(response))
+                failure = UpstreamError(status, _error_text(response))
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            delay = backoff_delay(attempt, self._budget, retry_after)
+            elapsed = time.monotonic() - started
+            if attempt >= self._budget.attempts or elapsed + delay > self._budget.total_seconds:
+                raise self._give_up(status, failure, retry_after)
+            await asyncio.sleep(delay)
+
+    async def _send(self, method: str, url: str, params: dict[str, Any]) -> httpx.Response:
+        if method == "POST":
+            return await self._http.post(url, json=params, auth=self._auth)
+        return await self._http.request(method, url, params=params, auth=self._auth)
+
+    @staticmethod
+    def _json(response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise BadGateway("upstream answered with a body that is not JSON") from exc
+        if not isinstance(body, dict):
+            raise BadGateway("upstream answered with JSON that is not an object")
+        return body
+
+    @staticmethod
+    def _give_up(status: int, failure: Exception, retry_after: float | None) -> Exception:
+        if status == 429:
+            return RateLimited("upstream rate limit reached, retry later", retry_after=retry_after or 1.0)
+        if status:
+            return BadGateway(f"upstream failed with {status}: {failure}")
+        return BadGateway(f"upstream unreachable: {type(failure).__name__}")

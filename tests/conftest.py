@@ -1,0 +1,159 @@
+"""Fixtures: a private redis-server for the session, and the whole stack on loopback per test."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from gateway.app import create_app
+from gateway.embedded_redis import EmbeddedRedis
+from gateway.sandbox import SandboxState, create_sandbox
+from gateway.settings import Settings
+from tests.support.receiver import WebhookReceiver
+from tests.support.servers import LoopThread, ServerThread, bound_socket
+from workers.main import run_worker
+
+AUTH_ID = "MAODUTEST0123456789A"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture
+async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def make_settings(redis_server: EmbeddedRedis) -> Callable[..., Settings]:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "REDIS_URL": redis_server.url,
+            "GATEWAY_KEY_PREFIX": prefix,
+            "PLIVO_AUTH_ID": AUTH_ID,
+            "PLIVO_AUTH_TOKEN": "sandbox-token-" + "x" * 20,
+            "GATEWAY_API_KEYS": "test-key-1234567890",
+            "GATEWAY_ALLOW_PRIVATE_WEBHOOKS": True,
+            "GATEWAY_RETRY_SCHEDULE": "0,0.2,0.4",
+            "GATEWAY_OVERLOAD_FLOOR": 0.2,
+            "WORKER_POLL_DELAY": 0.02,
+            "LOG_LEVEL": "WARNING",
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return build
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    gateway: ServerThread
+    sandbox: ServerThread
+    sandbox_state: SandboxState
+    receiver: WebhookReceiver
+    receiver_server: ServerThread
+    worker: LoopThread | None
+    client: httpx.AsyncClient
+
+    @property
+    def api_key(self) -> str:
+        return next(iter(self.settings.api_keys))
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def hook_url(self, path: str = "/hook") -> str:
+        return self.receiver_server.url + path
+
+    async def submit(self, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
+        return await self.client.post(
+            self.gateway.url + "/v1/requests", json=body, headers=self.auth, **kwargs
+        )
+
+    async def status(self, api_id: str) -> dict[str, Any]:
+        response = await self.client.get(
+            f"{self.gateway.url}/v1/requests/{api_id}", headers=self.auth
+        )
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def configure_sandbox(self, **config: Any) -> None:
+        response = await self.client.post(self.sandbox.url + "/_sandbox/config", json=config)
+        response.raise_for_status()
+
+    def start_worker(self) -> LoopThread:
+        settings = self.settings
+        thread = LoopThread(lambda stop: run_worker(settings, stop)).start()
+        self.worker = thread
+        return thread
+
+
+@pytest.fixture
+async def stack_factory(
+    make_settings: Callable[..., Settings], redis: Redis
+) -> AsyncIterator[Callable[..., Any]]:
+    stacks: list[Stack] = []
+
+    async def build(*, worker: bool = True, **overrides: Any) -> Stack:
+        receiver = WebhookReceiver()
+        receiver_server = ServerThread(receiver.app()).start()
+        sandbox_sock, gateway_sock = bound_socket(), bound_socket()
+        sandbox_url = f"http://127.0.0.1:{sandbox_sock.getsockname()[1]}"
+        gateway_url = f"http://127.0.0.1:{gateway_sock.getsockname()[1]}"
+        settings = make_settings(
+            PLIVO_API_URL=sandbox_url, GATEWAY_PUBLIC_URL=gateway_url, **overrides
+        )
+        token = settings.PLIVO_AUTH_TOKEN.get_secret_value()
+        sandbox_app = create_sandbox(settings.PLIVO_AUTH_ID, token)
+        sandbox = ServerThread(sandbox_app, sandbox_sock).start()
+        gateway = ServerThread(create_app(settings), gateway_sock).start()
+        stack = Stack(
+            settings=settings,
+            gateway=gateway,
+            sandbox=sandbox,
+            sandbox_state=sandbox_app.state.sandbox,
+            receiver=receiver,
+            receiver_server=receiver_server,
+            worker=None,
+            client=httpx.AsyncClient(timeout=30),
+        )
+        if worker:
+            stack.start_worker()
+        stacks.append(stack)
+        return stack
+
+    yield build
+    for stack in stacks:
+        if stack.worker is not None:
+            stack.worker.stop()
+        for server in (stack.gateway, stack.sandbox, stack.receiver_server):
+            server.stop()
+        await stack.client.aclose()
+
+
+@pytest.fixture
+async def stack(stack_factory: Callable[..., Any]) -> Stack:
+    built: Stack = await stack_factory()
+    return built
+
+
+def random_token() -> str:
+    return secrets.token_urlsafe(24)

@@ -1,0 +1,106 @@
+"""The inbox consumer: correlate each stored callback, emit its event, deliver it.
+
+The receiver appends callbacks to the ``inbox`` stream; workers read it through one consumer group
+(``XREADGROUP ... BLOCK``), so a callback reaches a worker without arq's polling delay and without
+an ``enqueue_job`` on the receiver's request path. An entry is acknowledged (XACK + XDEL in one
+MULTI) only after its event is stored and every delivery either succeeded or has a retry job.
+Entries of a worker that died stay pending in the group and are claimed by another worker after
+``WORKER_CLAIM_IDLE`` seconds (XAUTOCLAIM); every step is idempotent, so that is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from gateway import logs
+from gateway.callbacks import classify, parse_form
+from gateway.events import envelope, event_id_for
+from gateway.store import INBOX_GROUP
+from workers.context import WorkerContext
+from workers.delivery import attempt_delivery, delivery_id
+
+log = logs.get("workers.consumer")
+
+BATCH = 64
+CLAIM_EVERY_S = 5.0
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+async def handle_entry(ctx: WorkerContext, raw: str) -> None:
+    """Correlate one callback and, unless it was parked, emit and deliver its event."""
+    entry: dict[str, Any] = json.loads(raw)
+    cb_id = str(entry["cb"])
+    params = entry.get("p") or {}
+    c = classify(cb_id, params, parse_form(str(entry.get("q", "")).encode()))
+    corr = await ctx.store.correlate(c.ckey, cb_id, raw, kind=c.kind, seq=c.seq, links=c.links)
+    log.info("correlated", cb=cb_id, ckey=c.ckey, outcome=corr.outcome, api_id=corr.api_id or None)
+    if corr.outcome == "parked":
+        return
+    event = envelope(event_id_for(cb_id), c.event_type, int(entry["at"]), corr.api_id, corr.metadata, params)
+    # A stale status update is recorded with the request but not fanned out as current state.
+    targets = [] if corr.outcome == "stale" else corr.targets
+    deliveries = [(delivery_id(event["id"], t), t) for t in targets]
+    _, states = await ctx.store.emit(event, deliveries)
+    pending = [d for (d, _), s in zip(deliveries, states, strict=True) if s == "pending"]
+    await asyncio.gather(*(attempt_delivery(ctx, d, event) for d in pending))
+
+
+async def _process(ctx: WorkerContext, entries: list[tuple[str, dict[str, str]]]) -> None:
+    async def one(entry_id: str, fields: dict[str, str]) -> str | None:
+        try:
+            await handle_entry(ctx, fields["e"])
+        except (RedisError, OSError) as exc:
+            log.warning("entry_retry_later", entry=entry_id, error=type(exc).__name__)
+            return None  # left pending; claimed again later
+        except Exception:
+            # A poison entry must not block the stream forever: log it and keep it for inspection.
+            log.exception("entry_failed", entry=entry_id)
+            await ctx.redis.xadd(ctx.store.key("inbox_failed"), {"e": fields.get("e", "")})
+        return entry_id
+
+    done = [e for e in await asyncio.gather(*(one(i, f) for i, f in entries)) if e]
+    if done:
+        async with ctx.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(ctx.store.inbox, INBOX_GROUP, *done)
+            pipe.xdel(ctx.store.inbox, *done)
+            await pipe.execute()
+
+
+async def run_consumer(ctx: WorkerContext, stop: asyncio.Event) -> None:
+    """Read the inbox until ``stop`` is set; a batch in flight is finished before returning."""
+    await ctx.store.ensure_group()
+    name = consumer_name()
+    loop = asyncio.get_running_loop()
+    next_claim = 0.0
+    while not stop.is_set():
+        try:
+            if loop.time() >= next_claim:
+                next_claim = loop.time() + CLAIM_EVERY_S
+                claimed = await ctx.redis.xautoclaim(
+                    ctx.store.inbox,
+                    INBOX_GROUP,
+                    name,
+                    min_idle_time=int(ctx.settings.WORKER_CLAIM_IDLE * 1000),
+                    start_id="0-0",
+                    count=BATCH,
+                )
+                stale = [(i, f) for i, f in claimed[1] if f]
+                if stale:
+                    await _process(ctx, stale)
+            reply = await ctx.redis.xreadgroup(
+                INBOX_GROUP, name, {ctx.store.inbox: ">"}, count=BATCH, block=500
+            )
+            for _, entries in reply or []:
+                await _process(ctx, entries)
+        except (RedisError, OSError) as exc:
+            log.warning("inbox_unavailable", error=type(exc).__name__)
+            await asyncio.sleep(0.5)

@@ -1,0 +1,24 @@
+"""What every worker task needs, created in the arq startup hook and closed at shutdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+
+from gateway.settings import Settings
+from gateway.store import Store
+
+
+@dataclass(slots=True)
+class WorkerContext:
+    settings: Settings
+    redis: Redis  # text client for the store
+    store: Store
+    arq: ArqRedis  # bytes client arq uses; enqueues queue targets and retries
+    http: httpx.AsyncClient
+    webhook_secret: str
+    queue_name: str
+    inflight: set[str] = field(default_factory=set)
