@@ -95,6 +95,9 @@ class PlivoClient:
                 status = response.status_code
                 if status < 400:
                     return UpstreamReply(status, self._json(response))
+                if status >= 500 and status not in RETRYABLE:
+                    # A 500 may mean the request was executed: never retried, reported as 502.
+                    raise BadGateway(f"upstream failed with {status}: {_error_text(response)}")
                 if status not in RETRYABLE:
                     raise UpstreamError(status, _error_text(response))
                 failure = UpstreamError(status, _error_text(response))

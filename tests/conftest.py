@@ -88,9 +88,7 @@ class Stack:
         )
 
     async def status(self, api_id: str) -> dict[str, Any]:
-        response = await self.client.get(
-            f"{self.gateway.url}/v1/requests/{api_id}", headers=self.auth
-        )
+        response = await self.client.get(f"{self.gateway.url}/v1/requests/{api_id}", headers=self.auth)
         response.raise_for_status()
         data: dict[str, Any] = response.json()
         return data
@@ -119,7 +117,7 @@ async def stack_factory(
         sandbox_url = f"http://127.0.0.1:{sandbox_sock.getsockname()[1]}"
         gateway_url = f"http://127.0.0.1:{gateway_sock.getsockname()[1]}"
         settings = make_settings(
-            PLIVO_API_URL=sandbox_url, GATEWAY_PUBLIC_URL=gateway_url, **overrides
+            **{"PLIVO_API_URL": sandbox_url, "GATEWAY_PUBLIC_URL": gateway_url, **overrides}
         )
         token = settings.PLIVO_AUTH_TOKEN.get_secret_value()
         sandbox_app = create_sandbox(settings.PLIVO_AUTH_ID, token)
@@ -141,11 +139,15 @@ async def stack_factory(
         return stack
 
     yield build
+    # Signal everything first, then wait: the components shut down in parallel.
     for stack in stacks:
-        if stack.worker is not None:
-            stack.worker.stop()
-        for server in (stack.gateway, stack.sandbox, stack.receiver_server):
-            server.stop()
+        for part in (stack.worker, stack.gateway, stack.sandbox, stack.receiver_server):
+            if part is not None:
+                part.signal_stop()
+    for stack in stacks:
+        for part in (stack.worker, stack.gateway, stack.sandbox, stack.receiver_server):
+            if part is not None:
+                part.stop()
         await stack.client.aclose()
 
 

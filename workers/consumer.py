@@ -16,7 +16,7 @@ import os
 import socket
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from gateway import logs
 from gateway.callbacks import classify, parse_form
@@ -101,6 +101,10 @@ async def run_consumer(ctx: WorkerContext, stop: asyncio.Event) -> None:
             )
             for _, entries in reply or []:
                 await _process(ctx, entries)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await ctx.store.ensure_group()  # the stream was deleted under us: recreate it
         except (RedisError, OSError) as exc:
             log.warning("inbox_unavailable", error=type(exc).__name__)
             await asyncio.sleep(0.5)

@@ -53,7 +53,9 @@ def build_worker(settings: Settings) -> Worker:
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         await stop_consumer(ctx)
-        wctx: WorkerContext = ctx["gw"]
+        wctx: WorkerContext | None = ctx.get("gw")
+        if wctx is None:  # stopped before startup finished
+            return
         await wctx.http.aclose()
         await wctx.redis.aclose()
 
@@ -97,7 +99,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     waiter = asyncio.create_task(stop.wait())
     await asyncio.wait({main, waiter}, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
+    # Order matters: finish the callbacks in flight, stop taking arq jobs, then close.
     await stop_consumer(worker.ctx)
-    await worker.close()
+    main.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await main
+    await worker.close()

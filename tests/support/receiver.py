@@ -30,9 +30,7 @@ class WebhookReceiver:
     def app(self) -> Starlette:
         async def hook(request: Request) -> Response:
             body = await request.body()
-            self.received.append(
-                Received(request.url.path, dict(request.headers), body, time.time())
-            )
+            self.received.append(Received(request.url.path, dict(request.headers), body, time.time()))
             if self.hang:
                 await asyncio.sleep(self.hang)
             status = self.statuses.pop(0) if self.statuses else 200

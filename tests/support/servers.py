@@ -42,8 +42,11 @@ class ServerThread:
             time.sleep(0.01)
         return self
 
-    def stop(self) -> None:
+    def signal_stop(self) -> None:
         self.server.should_exit = True
+
+    def stop(self) -> None:
+        self.signal_stop()
         self.thread.join(10)
         self.sock.close()
 
@@ -76,9 +79,12 @@ class LoopThread:
         self._ready.wait(10)
         return self
 
-    def stop(self) -> None:
+    def signal_stop(self) -> None:
         if self._loop is not None and self._stop is not None and self.thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
+
+    def stop(self) -> None:
+        self.signal_stop()
         self.thread.join(20)
         if self.error is not None:
             raise self.error

@@ -1,0 +1,129 @@
+"""The store's scripts against a real Redis, including races that only atomic scripts survive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway.embedded_redis import EmbeddedRedis
+from gateway.store import NewRequest, Store
+
+
+@pytest.fixture
+async def store(redis: Redis, redis_server: EmbeddedRedis) -> AsyncIterator[Store]:
+    # A connection pool of its own, so concurrent calls really run on several connections.
+    client = Redis.from_url(redis_server.url, decode_responses=True, max_connections=50)
+    yield Store(client, f"s{uuid.uuid4().hex[:6]}:", dedup_ttl=60, retention=3600, grace=300)
+    await client.aclose()
+
+
+def new_request(api_id: str, ref: str = "") -> NewRequest:
+    return NewRequest(
+        api_id=api_id,
+        method="POST",
+        resource="Call/",
+        params={},
+        metadata={"n": 1},
+        targets=[{"type": "webhook", "url": "http://x/h"}],
+        timeout_s=60,
+        ref=ref or uuid.uuid4().hex,
+    )
+
+
+def entry(cb: str, api_id: str) -> str:
+    return json.dumps({"cb": cb, "at": 1, "m": "POST", "q": "", "enc": "form", "p": {"api_id": api_id}})
+
+
+async def test_ingest_deduplicates_concurrent_copies(store: Store) -> None:
+    results = await asyncio.gather(*(store.ingest("cb1", entry("cb1", "a")) for _ in range(50)))
+    assert results.count(True) == 1
+    assert await store.redis.xlen(store.inbox) == 1
+    assert await store.redis.ttl(store.key("dedup", "cb1")) > 0
+
+
+async def test_callback_before_submit_is_parked_then_moved_back(store: Store) -> None:
+    api_id = str(uuid.uuid4())
+    parked = await store.correlate(f"api:{api_id}", "cb1", entry("cb1", api_id), kind="result")
+    assert parked.outcome == "parked"
+    assert await store.redis.zscore(store.key("unmatched"), f"api:{api_id}") is not None
+    assert await store.save_request(new_request(api_id))
+    # The parked callback is back in the inbox, the parking spot and its deadline are gone.
+    assert await store.redis.xlen(store.inbox) == 1
+    assert not await store.redis.exists(store.key("park", "api", api_id))
+    assert await store.redis.zscore(store.key("unmatched"), f"api:{api_id}") is None
+    matched = await store.correlate(f"api:{api_id}", "cb1", entry("cb1", api_id), kind="result")
+    assert matched.outcome == "matched"
+    assert matched.metadata == {"n": 1}
+
+
+async def test_replayed_correlation_is_recognised(store: Store) -> None:
+    api_id = str(uuid.uuid4())
+    await store.save_request(new_request(api_id))
+    first = await store.correlate(f"api:{api_id}", "cb1", entry("cb1", api_id), kind="result")
+    again = await store.correlate(f"api:{api_id}", "cb1", entry("cb1", api_id), kind="result")
+    other = await store.correlate(f"api:{api_id}", "cb2", entry("cb2", api_id), kind="result")
+    assert (first.outcome, again.outcome, other.outcome) == ("matched", "replay", "extra")
+    record = await store.redis.hgetall(store.key("req", api_id))
+    assert record["status"] == "completed" and record["result_cb"] == "cb1"
+    assert await store.redis.zscore(store.key("deadlines"), api_id) is None
+
+
+async def test_links_route_status_callbacks_and_release_parked_ones(store: Store) -> None:
+    api_id = str(uuid.uuid4())
+    await store.save_request(new_request(api_id))
+    # A status callback that beats the result which carries its message_uuid: parked.
+    early = await store.correlate("msg:m1", "s1", "{}", kind="message", seq="1")
+    assert early.outcome == "parked"
+    before = await store.redis.xlen(store.inbox)
+    done = await store.correlate(
+        f"api:{api_id}", "cb1", entry("cb1", api_id), kind="result", links=["msg:m1", "msg:m2"]
+    )
+    assert done.outcome == "matched"
+    assert await store.redis.xlen(store.inbox) == before + 1  # the parked status is released
+    assert (await store.correlate("msg:m2", "s2", "{}", kind="message", seq="2")).api_id == api_id
+    assert (await store.correlate("msg:m2", "s3", "{}", kind="message", seq="1")).outcome == "stale"
+    assert (await store.correlate("msg:m2", "s4", "{}", kind="message", seq="3")).outcome == "matched"
+
+
+async def test_submit_and_callback_race_never_loses_or_doubles(store: Store) -> None:
+    """Whichever runs first, exactly one of them leads to a completion.
+
+    Without one script per side, correlate could see no request, submit could then see nothing
+    parked, and correlate would park the callback after all: it would never be matched."""
+    for _ in range(150):
+        api_id = str(uuid.uuid4())
+        before = await store.redis.xlen(store.inbox)
+        corr, _ = await asyncio.gather(
+            store.correlate(f"api:{api_id}", "cb", entry("cb", api_id), kind="result"),
+            store.save_request(new_request(api_id)),
+        )
+        moved = await store.redis.xlen(store.inbox) - before
+        if corr.outcome == "matched":
+            assert moved == 0
+        else:
+            assert corr.outcome == "parked" and moved == 1
+        assert not await store.redis.exists(store.key("park", "api", api_id))
+
+
+async def test_emit_is_idempotent(store: Store) -> None:
+    event = {"id": "evt_1", "api_id": "a1", "type": "request.completed"}
+    deliveries = [("dlv_a", {"type": "webhook", "url": "http://x"}), ("dlv_b", {"type": "queue"})]
+    created, states = await store.emit(event, deliveries)
+    assert created and states == ["pending", "pending"]
+    await store.record_attempt("dlv_a", status="succeeded", attempts=1, code=200, error="", next_at=None)
+    created, states = await store.emit(event, deliveries)
+    assert not created and states == ["succeeded", "pending"]
+    assert await store.redis.lrange(store.key("reqevents", "a1"), 0, -1) == ["evt_1"]
+
+
+async def test_recorded_success_is_never_overwritten(store: Store) -> None:
+    await store.emit({"id": "evt_2", "api_id": None}, [("dlv_c", {"type": "webhook", "url": "u"})])
+    await store.record_attempt("dlv_c", status="succeeded", attempts=1, code=200, error="", next_at=None)
+    late = await store.record_attempt("dlv_c", status="failed", attempts=2, code=500, error="x", next_at=None)
+    assert late == "succeeded"
+    assert (await store.get_delivery("dlv_c"))["status"] == "succeeded"
