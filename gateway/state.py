@@ -8,7 +8,7 @@ import httpx
 from redis.asyncio import Redis
 
 from gateway.settings import Settings
-from gateway.store import Store
+from gateway.store import DeliveryStore, Store
 from gateway.upstream import PlivoClient
 
 
@@ -31,6 +31,10 @@ def make_redis(settings: Settings) -> Redis:
         retry_on_timeout=False,
     )
     return client
+
+
+def make_delivery_store(settings: Settings, redis: Redis) -> DeliveryStore:
+    return DeliveryStore(redis, settings.GATEWAY_KEY_PREFIX, retention=settings.GATEWAY_RETENTION)
 
 
 def make_store(settings: Settings, redis: Redis) -> Store:

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.embedded_redis import EmbeddedRedis
-from gateway.store import NewRequest, Store
+from gateway.store import DeliveryStore, NewRequest, Store
 
 
 @pytest.fixture
@@ -110,20 +110,27 @@ async def test_submit_and_callback_race_never_loses_or_doubles(store: Store) -> 
         assert not await store.redis.exists(store.key("park", "api", api_id))
 
 
-async def test_emit_is_idempotent(store: Store) -> None:
+@pytest.fixture
+def dstore(store: Store) -> DeliveryStore:
+    return DeliveryStore(store.redis, store.prefix, retention=3600)
+
+
+async def test_emit_is_idempotent(store: Store, dstore: DeliveryStore) -> None:
     event = {"id": "evt_1", "api_id": "a1", "type": "request.completed"}
     deliveries = [("dlv_a", {"type": "webhook", "url": "http://x"}), ("dlv_b", {"type": "queue"})]
-    created, states = await store.emit(event, deliveries)
+    created, states = await dstore.emit(event, deliveries)
     assert created and states == ["pending", "pending"]
-    await store.record_attempt("dlv_a", status="succeeded", attempts=1, code=200, error="", next_at=None)
-    created, states = await store.emit(event, deliveries)
+    await dstore.record_attempt("dlv_a", status="succeeded", attempts=1, code=200, error="", next_at=None)
+    created, states = await dstore.emit(event, deliveries)
     assert not created and states == ["succeeded", "pending"]
     assert await store.redis.lrange(store.key("reqevents", "a1"), 0, -1) == ["evt_1"]
 
 
-async def test_recorded_success_is_never_overwritten(store: Store) -> None:
-    await store.emit({"id": "evt_2", "api_id": None}, [("dlv_c", {"type": "webhook", "url": "u"})])
-    await store.record_attempt("dlv_c", status="succeeded", attempts=1, code=200, error="", next_at=None)
-    late = await store.record_attempt("dlv_c", status="failed", attempts=2, code=500, error="x", next_at=None)
+async def test_recorded_success_is_never_overwritten(dstore: DeliveryStore) -> None:
+    await dstore.emit({"id": "evt_2", "api_id": None}, [("dlv_c", {"type": "webhook", "url": "u"})])
+    await dstore.record_attempt("dlv_c", status="succeeded", attempts=1, code=200, error="", next_at=None)
+    late = await dstore.record_attempt(
+        "dlv_c", status="failed", attempts=2, code=500, error="x", next_at=None
+    )
     assert late == "succeeded"
-    assert (await store.get_delivery("dlv_c"))["status"] == "succeeded"
+    assert (await dstore.get_delivery("dlv_c"))["status"] == "succeeded"

@@ -23,7 +23,7 @@ from gateway.callbacks import classify, parse_form
 from gateway.events import envelope, event_id_for
 from gateway.store import INBOX_GROUP
 from workers.context import WorkerContext
-from workers.delivery import attempt_delivery, delivery_id
+from workers.fanout import fan_out
 
 log = logs.get("workers.consumer")
 
@@ -47,11 +47,7 @@ async def handle_entry(ctx: WorkerContext, raw: str) -> None:
         return
     event = envelope(event_id_for(cb_id), c.event_type, int(entry["at"]), corr.api_id, corr.metadata, params)
     # A stale status update is recorded with the request but not fanned out as current state.
-    targets = [] if corr.outcome == "stale" else corr.targets
-    deliveries = [(delivery_id(event["id"], t), t) for t in targets]
-    _, states = await ctx.store.emit(event, deliveries)
-    pending = [d for (d, _), s in zip(deliveries, states, strict=True) if s == "pending"]
-    await asyncio.gather(*(attempt_delivery(ctx, d, event) for d in pending))
+    await fan_out(ctx, event, corr.targets, deliver=corr.outcome != "stale")
 
 
 async def _process(ctx: WorkerContext, entries: list[tuple[str, dict[str, str]]]) -> None:
@@ -102,9 +98,24 @@ async def run_consumer(ctx: WorkerContext, stop: asyncio.Event) -> None:
             for _, entries in reply or []:
                 await _process(ctx, entries)
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await ctx.store.ensure_group()  # the stream was deleted under us: recreate it
+            if "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc):
+                # The stream was deleted under us (an operator's FLUSHDB): recreate it.
+                await _recreate(ctx)
+            else:
+                log.error("inbox_error", error=str(exc))
+                await asyncio.sleep(0.5)
         except (RedisError, OSError) as exc:
             log.warning("inbox_unavailable", error=type(exc).__name__)
             await asyncio.sleep(0.5)
+        except Exception:
+            # The consumer must outlive any bug in one batch: log it and go on.
+            log.exception("consumer_error")
+            await asyncio.sleep(0.5)
+
+
+async def _recreate(ctx: WorkerContext) -> None:
+    try:
+        await ctx.store.ensure_group()
+    except (RedisError, OSError) as exc:
+        log.warning("inbox_unavailable", error=type(exc).__name__)
+        await asyncio.sleep(0.5)

@@ -9,7 +9,7 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from gateway.settings import Settings
-from gateway.store import Store
+from gateway.store import DeliveryStore, Store
 
 
 @dataclass(slots=True)
@@ -17,6 +17,7 @@ class WorkerContext:
     settings: Settings
     redis: Redis  # text client for the store
     store: Store
+    deliveries: DeliveryStore
     arq: ArqRedis  # bytes client arq uses; enqueues queue targets and retries
     http: httpx.AsyncClient
     webhook_secret: str

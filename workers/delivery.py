@@ -53,12 +53,12 @@ def delivery_id(event_id: str, target: dict[str, Any]) -> str:
 async def _lease(ctx: WorkerContext, dlv_id: str) -> str | None:
     token = secrets.token_hex(8)
     ttl_ms = int((ctx.settings.GATEWAY_DELIVERY_TIMEOUT + LEASE_MARGIN_S) * 1000)
-    ok = await ctx.redis.set(ctx.store.key("lease", dlv_id), token, nx=True, px=ttl_ms)
+    ok = await ctx.redis.set(ctx.deliveries.key("lease", dlv_id), token, nx=True, px=ttl_ms)
     return token if ok else None
 
 
 async def _release(ctx: WorkerContext, dlv_id: str) -> None:
-    await ctx.redis.delete(ctx.store.key("lease", dlv_id))
+    await ctx.redis.delete(ctx.deliveries.key("lease", dlv_id))
 
 
 async def _send_webhook(ctx: WorkerContext, url: str, event: dict[str, Any]) -> Attempt:
@@ -107,7 +107,7 @@ async def _enqueue(ctx: WorkerContext, dlv_id: str, target: dict[str, Any], even
 
 async def attempt_delivery(ctx: WorkerContext, dlv_id: str, event: dict[str, Any]) -> str:
     """Run one attempt of delivery ``dlv_id`` if it is still pending. Returns its new status."""
-    record = await ctx.store.get_delivery(dlv_id)
+    record = await ctx.deliveries.get_delivery(dlv_id)
     if record.get("status") != "pending":
         return record.get("status", "missing")
     lease = await _lease(ctx, dlv_id)
@@ -140,7 +140,7 @@ async def attempt_delivery(ctx: WorkerContext, dlv_id: str, event: dict[str, Any
 
 async def _record(ctx: WorkerContext, dlv_id: str, attempts: int, result: Attempt) -> str:
     if result.outcome is Outcome.SUCCESS:
-        return await ctx.store.record_attempt(
+        return await ctx.deliveries.record_attempt(
             dlv_id,
             status="succeeded",
             attempts=attempts,
@@ -157,7 +157,7 @@ async def _record(ctx: WorkerContext, dlv_id: str, attempts: int, result: Attemp
     )
     error = result.error or f"HTTP {result.status_code}"
     if delay is None:
-        return await ctx.store.record_attempt(
+        return await ctx.deliveries.record_attempt(
             dlv_id,
             status="failed",
             attempts=attempts,
@@ -175,7 +175,7 @@ async def _record(ctx: WorkerContext, dlv_id: str, attempts: int, result: Attemp
         _defer_by=delay,
         _queue_name=ctx.queue_name,
     )
-    return await ctx.store.record_attempt(
+    return await ctx.deliveries.record_attempt(
         dlv_id,
         status="pending",
         attempts=attempts,
@@ -188,10 +188,10 @@ async def _record(ctx: WorkerContext, dlv_id: str, attempts: int, result: Attemp
 async def deliver_job(ctx: dict[str, Any], dlv_id: str) -> str:
     """arq job: the next attempt of a delivery whose earlier attempt failed."""
     wctx: WorkerContext = ctx["gw"]
-    record = await wctx.store.get_delivery(dlv_id)
+    record = await wctx.deliveries.get_delivery(dlv_id)
     if record.get("status") != "pending":
         return record.get("status", "missing")
-    event = await wctx.store.get_event(record["event_id"])
+    event = await wctx.deliveries.get_event(record["event_id"])
     if event is None:
         return "expired"
     return await attempt_delivery(wctx, dlv_id, event)

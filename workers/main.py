@@ -14,7 +14,7 @@ from arq.worker import Worker, func
 
 from gateway import logs
 from gateway.settings import Settings
-from gateway.state import make_redis, make_store
+from gateway.state import make_delivery_store, make_redis, make_store
 from workers.consumer import run_consumer
 from workers.context import WorkerContext
 from workers.delivery import DELIVER_JOB, deliver_job
@@ -41,6 +41,7 @@ def build_worker(settings: Settings) -> Worker:
             settings=settings,
             redis=redis,
             store=store,
+            deliveries=make_delivery_store(settings, redis),
             arq=ctx["redis"],
             http=http,
             webhook_secret=secret,

@@ -1,46 +1,4 @@
-"""Everything the gateway keeps in Redis, and every script that changes more than one key.
-
-All keys start with ``GATEWAY_KEY_PREFIX`` (default ``cg:``; tests use a unique one). ``ckey`` is a
-*correlation key*: ``api:<api_id>`` for async results, ``ref:<ref>`` for results that only carry the
-gateway's own reference from the callback URL, ``msg:<MessageUUID>`` / ``call:<RequestUUID>`` for
-status callbacks, ``none:<cb_id>`` for callbacks with nothing to correlate on.
-
-| key                    | type   | TTL                        | written by            | read by            |
-|------------------------|--------|----------------------------|-----------------------|--------------------|
-| ``req:{api_id}``       | hash   | deadline + retention       | submit, correlate     | status API, worker |
-| ``reqevents:{api_id}`` | list   | retention                  | emit                  | status API         |
-| ``requests``           | zset   | none (trimmed by sweep)    | submit                | list API           |
-| ``deadlines``          | zset   | none (popped when due)     | submit, correlate     | timeout sweep      |
-| ``link:{ckey}``        | string | retention                  | submit, correlate     | correlate          |
-| ``dedup:{cb_id}``      | string | ``GATEWAY_DEDUP_TTL``      | ingest                | ingest             |
-| ``inbox``              | stream | entries XDEL'd when acked  | ingest, submit        | worker (group)     |
-| ``park:{ckey}``        | list   | grace + retention          | correlate             | submit, correlate  |
-| ``unmatched``          | zset   | none (popped when due)     | correlate             | unmatched sweep    |
-| ``state:{ckey}``       | hash   | retention                  | correlate             | correlate          |
-| ``evt:{event_id}``     | string | retention                  | emit                  | status API, worker |
-| ``dlv:{delivery_id}``  | hash   | retention                  | emit, worker          | deliveries API     |
-| ``webhook_secret``     | string | none                       | first start (SET NX)  | worker             |
-
-Inbox entries have one field ``e``: the callback as JSON (``cb`` id, ``at`` ms, ``m`` method, ``q`` raw
-query, ``enc`` encoding, ``p`` params). A parked callback is that same JSON, so moving it back into
-the inbox is a plain XADD.
-
-Flow and why it is safe against a crash between any two steps:
-
-1. ``ingest`` (receiver, one round trip): ``SET dedup NX`` then ``XADD inbox``. The 200 is sent only
-   after it returns, so an acknowledged callback is in the inbox. A duplicate finds the dedup key.
-2. ``correlate`` (worker): resolves the ckey to a request and either completes/links it or parks the
-   callback, atomically. Re-running it for the same callback id is harmless (``result_cb`` records
-   which callback completed a request; a replayed one reports ``replay``).
-3. ``emit`` (worker): ``SET evt NX`` and the delivery records, atomically. Event ids derive from
-   the callback id, so a replay finds the event and only the not-yet-succeeded deliveries remain.
-4. Only after delivery (or scheduling of a retry) is the inbox entry XACK'd and XDEL'd. A worker that
-   dies before that leaves it pending in the group; another worker claims it (XAUTOCLAIM).
-
-``submit`` stores the request and, in the same script, moves anything parked under its ``api:`` or
-``ref:`` ckey back into the inbox: whichever of submit and callback runs first, exactly one
-correlation completes the request.
-"""
+"""Requests, callbacks and correlation: the scripts of the receive path (map in gateway.store)."""
 
 from __future__ import annotations
 
@@ -150,40 +108,6 @@ end
 return {outcome, api_id, info[1] or '', info[3] or '', info[4] or '', info[5] or ''}
 """
 
-# KEYS: evt, reqevents (or ''), deliveries zset, then one dlv key per delivery
-# ARGV: event_id, event_json, retention_s, now_ms, then target_json per delivery
-_EMIT = """
-local created = redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3])
-if created then
-  if KEYS[2] ~= '' then
-    redis.call('RPUSH', KEYS[2], ARGV[1])
-    redis.call('EXPIRE', KEYS[2], ARGV[3])
-  end
-  for i = 4, #KEYS do
-    local id = string.match(KEYS[i], 'dlv:(.*)$')
-    redis.call('HSET', KEYS[i], 'id', id, 'event_id', ARGV[1], 'target', ARGV[i + 1],
-               'status', 'pending', 'attempts', 0, 'created_at', ARGV[4])
-    redis.call('EXPIRE', KEYS[i], ARGV[3])
-    redis.call('ZADD', KEYS[3], ARGV[4], id)
-  end
-end
-local states = {}
-for i = 4, #KEYS do states[#states + 1] = redis.call('HGET', KEYS[i], 'status') or 'missing' end
-return {created and 1 or 0, states}
-"""
-
-# Record one delivery attempt. KEYS: dlv. ARGV: status, attempts, last_code, last_error, at_ms,
-# next_at_ms. Only a delivery that is still pending changes: a late duplicate attempt result cannot
-# turn a succeeded delivery back into a failed one.
-_RECORD = """
-local cur = redis.call('HGET', KEYS[1], 'status')
-if not cur then return 'missing' end
-if cur ~= 'pending' then return cur end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'attempts', ARGV[2], 'last_code', ARGV[3],
-           'last_error', ARGV[4], 'last_attempt_at', ARGV[5], 'next_attempt_at', ARGV[6])
-return ARGV[1]
-"""
-
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -232,8 +156,6 @@ class Store:
         self._ingest = redis.register_script(_INGEST)
         self._submit = redis.register_script(_SUBMIT)
         self._correlate = redis.register_script(_CORRELATE)
-        self._emit = redis.register_script(_EMIT)
-        self._record = redis.register_script(_RECORD)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -310,58 +232,6 @@ class Store:
             targets=json.loads(targets) if targets else [],
             resource=resource,
         )
-
-    async def emit(
-        self,
-        event: dict[str, Any],
-        deliveries: list[tuple[str, dict[str, Any]]],
-    ) -> tuple[bool, list[str]]:
-        """Store an event and its delivery records once. Returns (created, delivery states)."""
-        event_id = str(event["id"])
-        api_id = event.get("api_id")
-        keys = [
-            self.key("evt", event_id),
-            self.key("reqevents", api_id) if api_id else "",
-            self.key("deliveries"),
-            *(self.key("dlv", dlv_id) for dlv_id, _ in deliveries),
-        ]
-        args: list[str | int] = [
-            event_id,
-            json.dumps(event, separators=(",", ":"), ensure_ascii=False),
-            self.retention,
-            now_ms(),
-            *(json.dumps(t, separators=(",", ":")) for _, t in deliveries),
-        ]
-        created, states = await self._emit(keys=keys, args=args)
-        return bool(created), [str(s) for s in states]
-
-    async def record_attempt(
-        self,
-        delivery_id: str,
-        *,
-        status: str,
-        attempts: int,
-        code: int | None,
-        error: str,
-        next_at: int | None,
-    ) -> str:
-        args: list[str | int] = [
-            status,
-            attempts,
-            code if code is not None else "",
-            error[:500],
-            now_ms(),
-            next_at if next_at is not None else "",
-        ]
-        return str(await self._record(keys=[self.key("dlv", delivery_id)], args=args))
-
-    async def get_delivery(self, delivery_id: str) -> dict[str, str]:
-        data: dict[str, str] = await self.redis.hgetall(self.key("dlv", delivery_id))  # type: ignore[misc]
-        return data
-
-    async def get_event(self, event_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(self.key("evt", event_id))
-        return json.loads(raw) if raw else None
 
     # --- status API -----------------------------------------------------------------------
 
