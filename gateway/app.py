@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import logs
-from gateway.api.routes import health, receiver, requests
+from gateway.api.routes import callbacks, health, receiver, requests
 from gateway.errors import GatewayError, new_api_id
 from gateway.settings import Settings
 from gateway.state import GatewayState, make_redis, make_store
@@ -87,5 +87,6 @@ def create_app(settings: Settings) -> FastAPI:
     _install_handlers(app)
     app.include_router(receiver.router)
     app.include_router(requests.router)
+    app.include_router(callbacks.router)
     app.include_router(health.router)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Any
 
 
@@ -14,6 +15,12 @@ def iso_ms(ms: int) -> str:
 def event_id_for(cb_id: str) -> str:
     """Events born from a callback take their id from it, so reprocessing cannot duplicate them."""
     return f"evt_{cb_id}"
+
+
+def timeout_event_id(api_id: str) -> str:
+    """A request times out at most once, so its timeout event id derives from the api_id."""
+    digest = hashlib.sha256(f"timeout|{api_id}".encode()).hexdigest()[:32]
+    return f"evt_{digest}"
 
 
 def envelope(

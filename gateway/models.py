@@ -58,6 +58,9 @@ class SubmitBody(BaseModel):
     targets: list[Target] = Field(default_factory=list, max_length=20)
     metadata: dict[str, Any] = Field(default_factory=dict)
     timeout: int | None = Field(default=None, gt=0)
+    # Ask Plivo for status callbacks (message delivery reports; call ring/hangup) to the gateway,
+    # which links them back to this request as message.status / call.status events.
+    status_events: bool = False
 
     @field_validator("method", mode="before")
     @classmethod

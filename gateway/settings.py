@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     # --- receiver and correlation ------------------------------------------------------------
     GATEWAY_UNMATCHED_GRACE: int = Field(default=300, ge=0)
     GATEWAY_DEDUP_TTL: int = Field(default=86400, gt=0)
+    GATEWAY_NONCE_WINDOW: int = Field(default=86400, ge=0)
 
     # --- delivery ----------------------------------------------------------------------------
     GATEWAY_WEBHOOK_SECRET: SecretStr | None = None
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
     WORKER_CONCURRENCY: int = Field(default=64, gt=0)
     WORKER_POLL_DELAY: float = Field(default=0.05, gt=0)
     WORKER_CLAIM_IDLE: float = Field(default=30.0, gt=0)
+    WORKER_SWEEP_INTERVAL: float = Field(default=1.0, gt=0)
 
     # --- logging -----------------------------------------------------------------------------
     LOG_FORMAT: Literal["json", "console"] = "json"

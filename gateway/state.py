@@ -44,4 +44,5 @@ def make_store(settings: Settings, redis: Redis) -> Store:
         dedup_ttl=settings.GATEWAY_DEDUP_TTL,
         retention=settings.GATEWAY_RETENTION,
         grace=settings.GATEWAY_UNMATCHED_GRACE,
+        nonce_window=settings.GATEWAY_NONCE_WINDOW,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from typing import Any
 from urllib.parse import urlencode
 
@@ -28,12 +29,13 @@ def signed(
     encoding: str = "form",
     token: str | None = None,
     header: str = "X-Plivo-Signature-V3",
+    nonce: str | None = None,
 ) -> dict[str, Any]:
     """Arguments for httpx to send ``params`` as Plivo would, signed for the public URL."""
     token = token or stack.settings.PLIVO_AUTH_TOKEN.get_secret_value()
     public = stack.settings.callback_url + (f"?{query}" if query else "")
     local = stack.gateway.url + "/callbacks/plivo" + (f"?{query}" if query else "")
-    nonce = "12345678901234567890"
+    nonce = nonce or str(secrets.randbelow(10**20))  # Plivo signs every attempt afresh
     # One nonce header per version, shared by the account and main-account (-Ma-) signatures.
     nonce_header = "X-Plivo-Signature-V2-Nonce" if header.endswith("V2") else "X-Plivo-Signature-V3-Nonce"
     if method == "GET":
@@ -117,6 +119,25 @@ async def test_main_account_signature(stack_factory: Any, redis: Redis) -> None:
     # The main token does not validate the subaccount header, nor the other way round.
     wrong = signed(stack, params, token="main-account-token-123", header="X-Plivo-Signature-V3")
     assert (await send(stack, wrong)).status_code == 403
+
+
+async def test_replayed_nonce_is_refused(stack_factory: Any, redis: Redis) -> None:
+    stack = await stack_factory(worker=False)
+    args = signed(stack, {"api_id": "a5"}, nonce="424242")
+    assert (await send(stack, args)).status_code == 200
+    replay = await send(stack, args)
+    assert replay.status_code == 403
+    assert "nonce" in replay.json()["error"]
+    # A fresh signature for the same payload is Plivo retrying: a duplicate, acknowledged.
+    assert (await send(stack, signed(stack, {"api_id": "a5"}))).status_code == 200
+    assert await inbox_len(redis, stack) == 1
+
+
+async def test_verification_can_be_switched_off_explicitly(stack_factory: Any, redis: Redis) -> None:
+    stack = await stack_factory(worker=False, GATEWAY_VERIFY_SIGNATURES=False)
+    response = await stack.client.post(stack.gateway.url + "/callbacks/plivo", data={"api_id": "x"})
+    assert response.status_code == 200
+    assert await inbox_len(redis, stack) == 1
 
 
 async def test_bad_input_is_rejected_and_stores_nothing(stack_factory: Any, redis: Redis) -> None:

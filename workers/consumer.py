@@ -20,7 +20,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from gateway import logs
 from gateway.callbacks import classify, parse_form
-from gateway.events import envelope, event_id_for
+from gateway.events import envelope, event_id_for, timeout_event_id
 from gateway.store import INBOX_GROUP
 from workers.context import WorkerContext
 from workers.fanout import fan_out
@@ -35,25 +35,54 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
-async def handle_entry(ctx: WorkerContext, raw: str) -> None:
-    """Correlate one callback and, unless it was parked, emit and deliver its event."""
+async def handle_entry(ctx: WorkerContext, raw: str, *, final: bool = False) -> None:
+    """Correlate one inbox entry and, unless it was parked, emit and deliver its event."""
     entry: dict[str, Any] = json.loads(raw)
+    if entry.get("t") == "timeout":
+        await _timed_out(ctx, str(entry["api_id"]), int(entry["at"]))
+        return
     cb_id = str(entry["cb"])
     params = entry.get("p") or {}
     c = classify(cb_id, params, parse_form(str(entry.get("q", "")).encode()))
-    corr = await ctx.store.correlate(c.ckey, cb_id, raw, kind=c.kind, seq=c.seq, links=c.links)
+    corr = await ctx.store.correlate(c.ckey, cb_id, raw, kind=c.kind, seq=c.seq, links=c.links, final=final)
     log.info("correlated", cb=cb_id, ckey=c.ckey, outcome=corr.outcome, api_id=corr.api_id or None)
     if corr.outcome == "parked":
+        return
+    if corr.outcome == "unmatched":
+        event = envelope(event_id_for(cb_id), "callback.unmatched", int(entry["at"]), None, {}, params)
+        await fan_out(ctx, event, [])
         return
     event = envelope(event_id_for(cb_id), c.event_type, int(entry["at"]), corr.api_id, corr.metadata, params)
     # A stale status update is recorded with the request but not fanned out as current state.
     await fan_out(ctx, event, corr.targets, deliver=corr.outcome != "stale")
+    await _notify(ctx, corr.api_id)
+
+
+async def _timed_out(ctx: WorkerContext, api_id: str, at: int) -> None:
+    metadata, targets = await ctx.store.request_fields(api_id, "metadata", "targets")
+    data = {"api_id": api_id, "status": "timed_out"}
+    event = envelope(
+        timeout_event_id(api_id),
+        "request.timed_out",
+        at,
+        api_id,
+        json.loads(metadata) if metadata else {},
+        data,
+    )
+    log.info("timed_out", api_id=api_id)
+    await fan_out(ctx, event, json.loads(targets) if targets else [])
+    await _notify(ctx, api_id)
+
+
+async def _notify(ctx: WorkerContext, api_id: str) -> None:
+    """Wake whoever waits on this request (GET ?wait=, SSE) in every gateway process."""
+    await ctx.redis.publish(ctx.store.key("notify"), api_id)
 
 
 async def _process(ctx: WorkerContext, entries: list[tuple[str, dict[str, str]]]) -> None:
     async def one(entry_id: str, fields: dict[str, str]) -> str | None:
         try:
-            await handle_entry(ctx, fields["e"])
+            await handle_entry(ctx, fields["e"], final=fields.get("final") == "1")
         except (RedisError, OSError) as exc:
             log.warning("entry_retry_later", entry=entry_id, error=type(exc).__name__)
             return None  # left pending; claimed again later

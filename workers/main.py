@@ -18,6 +18,7 @@ from gateway.state import make_delivery_store, make_redis, make_store
 from workers.consumer import run_consumer
 from workers.context import WorkerContext
 from workers.delivery import DELIVER_JOB, deliver_job
+from workers.sweeps import run_sweeps
 
 log = logs.get("workers.main")
 
@@ -50,6 +51,7 @@ def build_worker(settings: Settings) -> Worker:
         ctx["gw"] = wctx
         ctx["stop"] = stop = asyncio.Event()
         ctx["consumer"] = asyncio.create_task(run_consumer(wctx, stop))
+        ctx["sweeps"] = asyncio.create_task(run_sweeps(wctx, stop))
         log.info("worker_started", queue=wctx.queue_name)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
@@ -74,18 +76,21 @@ def build_worker(settings: Settings) -> Worker:
 
 
 async def stop_consumer(ctx: dict[str, Any], grace: float = 10.0) -> None:
-    """Stop reading new callbacks and let the batch in flight finish (bounded)."""
+    """Stop reading new callbacks and sweeping; let the batch in flight finish (bounded)."""
     stop: asyncio.Event | None = ctx.get("stop")
-    task: asyncio.Task[None] | None = ctx.get("consumer")
-    if stop is None or task is None:
+    if stop is None:
         return
     stop.set()
-    try:
-        await asyncio.wait_for(task, grace)
-    except (TimeoutError, asyncio.CancelledError):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    for name in ("consumer", "sweeps"):
+        task: asyncio.Task[None] | None = ctx.get(name)
+        if task is None:
+            continue
+        try:
+            await asyncio.wait_for(task, grace)
+        except (TimeoutError, asyncio.CancelledError):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:

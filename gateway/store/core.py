@@ -12,17 +12,21 @@ from redis.asyncio import Redis
 from gateway.signing import new_webhook_secret
 
 INBOX_GROUP = "correlate"
-PARK_MARGIN_S = 86400
 
+# KEYS: dedup, inbox, nonce (or ''). ARGV: dedup_ttl_s, entry_json, nonce_window_s.
+# Returns 1 stored, 0 duplicate, -1 replayed nonce. A nonce is remembered only together with a
+# stored callback: a callback we answered 503 for (nothing stored) may come back with its nonce.
 _INGEST = """
+if KEYS[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
+  if KEYS[3] ~= '' then redis.call('SET', KEYS[3], '1', 'EX', ARGV[3]) end
   return 1
 end
 return 0
 """
 
-# KEYS: req, requests, deadlines, inbox, unmatched, park:api, park:ref, link:ref
+# KEYS: req, requests, deadlines, inbox, unmatched, park:api, park:ref, link:ref, requests:pending
 # ARGV: retention_s, api_id, submitted_ms, deadline_ms, link_ttl_s, ref, then field/value pairs
 _SUBMIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -31,6 +35,7 @@ for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[4]) + tonumber(ARGV[1]) * 1000)
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[9], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 if KEYS[8] ~= '' then redis.call('SET', KEYS[8], ARGV[2], 'EX', ARGV[5]) end
 local moved = 0
@@ -48,14 +53,24 @@ if ARGV[6] ~= '' then redis.call('ZREM', KEYS[5], 'ref:' .. ARGV[6]) end
 return 1 + moved
 """
 
+# Move a request between the per-status indexes (score: submitted_at).
+_MOVE = """
+local function move(p, api_id, from, to, submitted)
+  redis.call('ZREM', p .. 'requests:' .. from, api_id)
+  redis.call('ZADD', p .. 'requests:' .. to, submitted, api_id)
+end
+"""
+
 # ARGV: prefix, ckey, cb_id, entry_json, now_ms, grace_ms, kind, seq, link_ttl_s, retention_s,
-#       then link ckeys to create when this callback completes a request.
+#       final ('1' when the grace period is over), then link ckeys to create on completion.
 # Keys are derived inside the script from the prefix because the request key is only known
 # after resolving the link (a Redis Cluster deployment keeps all keys in one slot; see docs).
-_CORRELATE = """
+_CORRELATE = (
+    _MOVE
+    + """
 local p, ckey, cb, entry = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now, grace, kind, seq = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
-local link_ttl, retention = tonumber(ARGV[9]), tonumber(ARGV[10])
+local link_ttl, retention, final = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11]
 local api_id
 if string.sub(ckey, 1, 4) == 'api:' then
   api_id = string.sub(ckey, 5)
@@ -64,13 +79,18 @@ elseif string.sub(ckey, 1, 5) ~= 'none:' then
 end
 local rkey = api_id and (p .. 'req:' .. api_id) or nil
 if not rkey or redis.call('EXISTS', rkey) == 0 then
+  if final == '1' then
+    redis.call('ZADD', p .. 'unmatched_log', now, 'evt_' .. cb)
+    return {'unmatched', '', '', '', '', ''}
+  end
   local pkey = p .. 'park:' .. ckey
   redis.call('RPUSH', pkey, entry)
   redis.call('PEXPIRE', pkey, grace + retention * 1000)
   redis.call('ZADD', p .. 'unmatched', 'NX', now + grace, ckey)
   return {'parked', '', '', '', '', ''}
 end
-local info = redis.call('HMGET', rkey, 'status', 'result_cb', 'metadata', 'targets', 'resource')
+local info = redis.call('HMGET', rkey, 'status', 'result_cb', 'metadata', 'targets', 'resource',
+                        'submitted_at')
 local outcome = 'matched'
 if kind == 'result' then
   if info[2] == cb then
@@ -81,8 +101,9 @@ if kind == 'result' then
     if info[1] == 'timed_out' then outcome = 'late' end
     redis.call('HSET', rkey, 'status', 'completed', 'result', entry, 'result_cb', cb,
                'completed_at', now)
+    move(p, api_id, info[1], 'completed', info[6])
     redis.call('ZREM', p .. 'deadlines', api_id)
-    for i = 11, #ARGV do
+    for i = 12, #ARGV do
       local lk = ARGV[i]
       redis.call('SET', p .. 'link:' .. lk, api_id, 'EX', link_ttl)
       local pk = p .. 'park:' .. lk
@@ -107,6 +128,48 @@ elseif seq ~= '' then
 end
 return {outcome, api_id, info[1] or '', info[3] or '', info[4] or '', info[5] or ''}
 """
+)
+
+# Requests whose deadline passed: mark them timed out and put a timeout entry in the inbox, so
+# the event is produced (exactly once, whatever number of workers sweep) by the inbox consumer.
+# Cost: O(log n + due), never a scan of what is pending. ARGV: prefix, now_ms, limit.
+_EXPIRE = (
+    _MOVE
+    + """
+local p, now = ARGV[1], tonumber(ARGV[2])
+local due = redis.call('ZRANGEBYSCORE', p .. 'deadlines', '-inf', now, 'LIMIT', 0, ARGV[3])
+for _, api_id in ipairs(due) do
+  redis.call('ZREM', p .. 'deadlines', api_id)
+  local rkey = p .. 'req:' .. api_id
+  local info = redis.call('HMGET', rkey, 'status', 'submitted_at')
+  if info[1] == 'pending' then
+    redis.call('HSET', rkey, 'status', 'timed_out', 'timed_out_at', now)
+    move(p, api_id, 'pending', 'timed_out', info[2])
+    redis.call('XADD', p .. 'inbox', '*', 'e',
+               cjson.encode({t = 'timeout', api_id = api_id, at = now}))
+  end
+end
+return #due
+"""
+)
+
+# Parked callbacks whose grace period is over go back to the inbox marked final: if they still
+# match nothing, the consumer turns them into callback.unmatched. ARGV: prefix, now_ms, limit.
+_RELEASE = """
+local p, now = ARGV[1], tonumber(ARGV[2])
+local due = redis.call('ZRANGEBYSCORE', p .. 'unmatched', '-inf', now, 'LIMIT', 0, ARGV[3])
+for _, ckey in ipairs(due) do
+  redis.call('ZREM', p .. 'unmatched', ckey)
+  local pk = p .. 'park:' .. ckey
+  for _, entry in ipairs(redis.call('LRANGE', pk, 0, -1)) do
+    redis.call('XADD', p .. 'inbox', '*', 'e', entry, 'final', '1')
+  end
+  redis.call('DEL', pk)
+end
+return #due
+"""
+
+STATUSES = ("pending", "completed", "timed_out")
 
 
 def now_ms() -> int:
@@ -146,26 +209,30 @@ class Store:
         dedup_ttl: int,
         retention: int,
         grace: int,
+        nonce_window: int = 86400,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.dedup_ttl = dedup_ttl
         self.retention = retention
         self.grace = grace
+        self.nonce_window = nonce_window
         self.inbox = prefix + "inbox"
         self._ingest = redis.register_script(_INGEST)
         self._submit = redis.register_script(_SUBMIT)
         self._correlate = redis.register_script(_CORRELATE)
+        self._expire = redis.register_script(_EXPIRE)
+        self._release = redis.register_script(_RELEASE)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
     # --- receiver -------------------------------------------------------------------------
 
-    async def ingest(self, cb_id: str, entry_json: str) -> bool:
-        """Store a callback durably unless it was seen before. True if it is new."""
-        keys = [self.key("dedup", cb_id), self.inbox]
-        return bool(await self._ingest(keys=keys, args=[self.dedup_ttl, entry_json]))
+    async def ingest(self, cb_id: str, entry_json: str, nonce_id: str = "") -> int:
+        """Store a callback durably unless seen before: 1 stored, 0 duplicate, -1 replayed nonce."""
+        keys = [self.key("dedup", cb_id), self.inbox, self.key("nonce", nonce_id) if nonce_id else ""]
+        return int(await self._ingest(keys=keys, args=[self.dedup_ttl, entry_json, self.nonce_window]))
 
     # --- submit ---------------------------------------------------------------------------
 
@@ -193,6 +260,7 @@ class Store:
             self.key("park", "api", req.api_id),
             self.key("park", "ref", req.ref),
             self.key("link", "ref", req.ref),
+            self.key("requests", "pending"),
         ]
         args = [self.retention, req.api_id, submitted, deadline, self.retention, req.ref, *flat]
         return bool(await self._submit(keys=keys, args=args))
@@ -208,6 +276,7 @@ class Store:
         kind: str,
         seq: str = "",
         links: list[str] | None = None,
+        final: bool = False,
     ) -> Correlation:
         args: list[str | int] = [
             self.prefix,
@@ -220,6 +289,7 @@ class Store:
             seq,
             self.retention,
             self.retention,
+            "1" if final else "0",
             *(links or []),
         ]
         raw = await self._correlate(keys=[], args=args)
@@ -232,6 +302,50 @@ class Store:
             targets=json.loads(targets) if targets else [],
             resource=resource,
         )
+
+    async def expire_due(self, limit: int = 1000) -> int:
+        """Time out pending requests whose deadline passed; returns how many were due."""
+        return int(await self._expire(keys=[], args=[self.prefix, now_ms(), limit]))
+
+    async def release_unmatched(self, limit: int = 1000) -> int:
+        """Send parked callbacks past their grace period back for a final correlation."""
+        return int(await self._release(keys=[], args=[self.prefix, now_ms(), limit]))
+
+    async def trim_indexes(self) -> None:
+        """Drop index entries older than the retention period (the records themselves expire)."""
+        cutoff = now_ms() - self.retention * 1000
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in ("requests", *(f"requests:{s}" for s in STATUSES), "unmatched_log"):
+                pipe.zremrangebyscore(self.key(name), "-inf", cutoff)
+            await pipe.execute()
+
+    async def request_fields(self, api_id: str, *fields: str) -> list[str | None]:
+        values: list[str | None] = await self.redis.hmget(self.key("req", api_id), list(fields))  # type: ignore[misc]
+        return values
+
+    async def list_requests(
+        self, status: str | None, limit: int, offset: int
+    ) -> tuple[int, list[dict[str, str]]]:
+        """Newest first; ``status`` picks one of the per-status indexes."""
+        index = self.key("requests", status) if status else self.key("requests")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(index)
+            pipe.zrevrange(index, offset, offset + limit - 1)
+            total, ids = await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for api_id in ids:
+                pipe.hgetall(self.key("req", api_id))
+            records = await pipe.execute()
+        return int(total), [r for r in records if r]
+
+    async def list_unmatched(self, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+        index = self.key("unmatched_log")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(index)
+            pipe.zrevrange(index, offset, offset + limit - 1)
+            total, ids = await pipe.execute()
+        raw = await self.redis.mget([self.key("evt", i) for i in ids]) if ids else []
+        return int(total), [json.loads(r) for r in raw if r]
 
     # --- status API -----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ Redis is unreachable so that Plivo retries later.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -35,22 +36,32 @@ def _tokens(settings: Settings) -> tuple[list[str], list[str]]:
     return [own], [main]
 
 
-def signature_ok(settings: Settings, request: Request, url: str, params: dict[str, Any] | None) -> bool:
-    """True if any Plivo signature header on the request is valid for ``url`` and ``params``.
+def verified_nonce(
+    settings: Settings, request: Request, url: str, params: dict[str, Any] | None
+) -> str | None:
+    """The identity of the valid Plivo signature on the request, or None if none is valid.
 
     ``url`` is rebuilt from GATEWAY_PUBLIC_URL, never from the Host header: behind a proxy the
-    URL Plivo signed is the public one. ``-Ma-`` headers are signed with the main account's token."""
+    URL Plivo signed is the public one. ``-Ma-`` headers are signed with the main account's token.
+    The identity (a hash of nonce and signature) lets the store refuse a replayed request."""
     own, main = _tokens(settings)
     h = request.headers
     v3_nonce = h.get("x-plivo-signature-v3-nonce", "")
     v2_nonce = h.get("x-plivo-signature-v2-nonce", "")
     method = request.method
-    return (
-        verify_v3(method, url, params, v3_nonce, h.get("x-plivo-signature-v3", ""), own)
-        or verify_v3(method, url, params, v3_nonce, h.get("x-plivo-signature-ma-v3", ""), main)
-        or verify_v2(url, v2_nonce, h.get("x-plivo-signature-v2", ""), own)
-        or verify_v2(url, v2_nonce, h.get("x-plivo-signature-ma-v2", ""), main)
-    )
+    v3, v3_ma = h.get("x-plivo-signature-v3", ""), h.get("x-plivo-signature-ma-v3", "")
+    v2, v2_ma = h.get("x-plivo-signature-v2", ""), h.get("x-plivo-signature-ma-v2", "")
+    if verify_v3(method, url, params, v3_nonce, v3, own) or verify_v3(
+        method, url, params, v3_nonce, v3_ma, main
+    ):
+        return _nonce_id("v3", v3_nonce, v3 + v3_ma)
+    if verify_v2(url, v2_nonce, v2, own) or verify_v2(url, v2_nonce, v2_ma, main):
+        return _nonce_id("v2", v2_nonce, v2 + v2_ma)
+    return None
+
+
+def _nonce_id(version: str, nonce: str, signatures: str) -> str:
+    return hashlib.sha256(f"{version}|{nonce}|{signatures}".encode()).hexdigest()[:32]
 
 
 async def _params(request: Request, settings: Settings) -> tuple[str, dict[str, Any]]:
@@ -73,9 +84,13 @@ async def receive(request: Request, state: State) -> Response:
     query = request.url.query
     url = f"{settings.GATEWAY_PUBLIC_URL}{request.url.path}" + (f"?{query}" if query else "")
     signed_params = None if request.method == "GET" else params
-    if settings.GATEWAY_VERIFY_SIGNATURES and not signature_ok(settings, request, url, signed_params):
-        log.warning("callback_rejected", reason="bad_signature")
-        raise Forbidden("signature missing or invalid")
+    nonce_id = ""
+    if settings.GATEWAY_VERIFY_SIGNATURES:
+        found = verified_nonce(settings, request, url, signed_params)
+        if found is None:
+            log.warning("callback_rejected", reason="bad_signature")
+            raise Forbidden("signature missing or invalid")
+        nonce_id = found if settings.GATEWAY_NONCE_WINDOW else ""
     cb_id = callback_id(query if request.method != "GET" else "", params)
     entry = {
         "cb": cb_id,
@@ -86,9 +101,13 @@ async def receive(request: Request, state: State) -> Response:
         "p": params,
     }
     try:
-        fresh = await state.store.ingest(cb_id, json.dumps(entry, ensure_ascii=False))
+        stored = await state.store.ingest(cb_id, json.dumps(entry, ensure_ascii=False), nonce_id)
     except (RedisError, OSError) as exc:
         log.error("callback_not_stored", cb=cb_id, error=type(exc).__name__)
         raise Unavailable("callback not stored, retry later") from exc
-    log.info("callback", cb=cb_id, outcome="stored" if fresh else "duplicate")
+    if stored < 0:
+        # Answered 403: the original of this request was stored and acknowledged already.
+        log.warning("callback_rejected", cb=cb_id, reason="replayed_nonce")
+        raise Forbidden("signature nonce already used")
+    log.info("callback", cb=cb_id, outcome="stored" if stored else "duplicate")
     return Response(status_code=200)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from gateway import logs, netguard
 from gateway.api.body import media_type, read_limited
 from gateway.api.deps import ApiKey, State
+from gateway.api.pagination import page
 from gateway.callbacks import REF_PARAM
-from gateway.errors import BadGateway, BadRequest, NotFound, UnsupportedMediaType
+from gateway.errors import BadGateway, BadRequest, NotFound, UnsupportedMediaType, new_api_id
 from gateway.events import iso_ms
 from gateway.models import SubmitBody, WebhookTarget
 from gateway.state import GatewayState
@@ -56,6 +57,18 @@ async def _parse_submit(request: Request, state: GatewayState) -> SubmitBody:
     return body
 
 
+# Which parameters carry status-callback URLs, per resource (plivo-protocol.md §3). Values the
+# caller set are kept: the caller then receives those callbacks itself.
+STATUS_URL_PARAMS = {"Message/": ("url",), "Call/": ("ring_url", "hangup_url")}
+
+
+def add_status_urls(resource: str, params: dict[str, Any], receiver: str) -> None:
+    for name in STATUS_URL_PARAMS.get(resource, ()):
+        if name not in params:
+            params[name] = receiver
+            params["method" if name == "url" else name.replace("_url", "_method")] = "POST"
+
+
 @router.post("", status_code=202)
 async def submit(request: Request, state: State, _: ApiKey) -> JSONResponse:
     """Send a request to Plivo asynchronously; its result arrives later as events."""
@@ -64,6 +77,8 @@ async def submit(request: Request, state: State, _: ApiKey) -> JSONResponse:
     params = dict(body.params)
     params["callback_url"] = f"{state.settings.callback_url}?{REF_PARAM}={ref}"
     params["callback_method"] = "POST"
+    if body.status_events:
+        add_status_urls(body.resource, params, state.settings.callback_url)
     reply = await state.plivo.request(body.method, body.resource, params)
     api_id = reply.body.get("api_id")
     if not isinstance(api_id, str) or not api_id:
@@ -96,6 +111,31 @@ def _iso(ms: str | None) -> str | None:
     return iso_ms(int(ms)) if ms else None
 
 
+def _summary(record: dict[str, str]) -> dict[str, Any]:
+    return {
+        "api_id": record.get("api_id"),
+        "status": record.get("status", "pending"),
+        "resource": record.get("resource"),
+        "metadata": _loads(record.get("metadata"), {}),
+        "submitted_at": _iso(record.get("submitted_at")),
+        "completed_at": _iso(record.get("completed_at")),
+    }
+
+
+@router.get("")
+async def list_requests(
+    state: State,
+    _: ApiKey,
+    status: Annotated[Literal["pending", "completed", "timed_out"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=20)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Submitted requests, newest first, optionally of one status."""
+    total, records = await state.store.list_requests(status, limit, offset)
+    meta = page("/v1/requests", limit, offset, total, {"status": status or ""})
+    return {"api_id": new_api_id(), **meta, "objects": [_summary(r) for r in records]}
+
+
 @router.get("/{api_id}")
 async def status(api_id: str, state: State, _: ApiKey) -> dict[str, Any]:
     """The state of one submitted request, its result and its events."""
@@ -105,13 +145,9 @@ async def status(api_id: str, state: State, _: ApiKey) -> dict[str, Any]:
     record, events = found
     result_entry = _loads(record.get("result"), None)
     return {
+        **_summary(record),
         "api_id": api_id,
         "message": "request found",
-        "status": record.get("status", "pending"),
-        "resource": record.get("resource"),
-        "metadata": _loads(record.get("metadata"), {}),
-        "submitted_at": _iso(record.get("submitted_at")),
-        "completed_at": _iso(record.get("completed_at")),
         "result": result_entry.get("p") if result_entry else None,
         "events": events,
     }
