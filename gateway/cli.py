@@ -101,6 +101,54 @@ def dev(port: Annotated[int, typer.Option(help="gateway port")] = 8000) -> None:
     sys.exit(run_dev(port))
 
 
+@cli.command()
+def bench(
+    quick: Annotated[
+        bool, typer.Option(help="tiny run in seconds (proves it works; figures meaningless)")
+    ] = False,
+    phases: Annotated[
+        str | None, typer.Option(help="comma list: ingest,baselines,e2e,delivery,memory")
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="seconds per saturated run [8]")] = None,
+    warmup: Annotated[
+        float | None, typer.Option(help="warm-up seconds before each saturated run [1]")
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(help="connections for saturated runs [64]")] = None,
+    fixed_rate: Annotated[
+        int | None, typer.Option(help="ingest rate for the latency figure [1000/s]")
+    ] = None,
+    fixed_duration: Annotated[float | None, typer.Option(help="seconds at --fixed-rate [5]")] = None,
+    e2e_rate: Annotated[int | None, typer.Option(help="callbacks/s for end-to-end latency [500]")] = None,
+    e2e_duration: Annotated[float | None, typer.Option(help="seconds at --e2e-rate [8]")] = None,
+    deliveries: Annotated[int | None, typer.Option(help="webhooks for delivery throughput [10000]")] = None,
+    pending: Annotated[
+        int | None, typer.Option(help="pending requests for the memory figure [100000]")
+    ] = None,
+    sweep_pending: Annotated[int | None, typer.Option(help="pending for the sweep cost [1000000]")] = None,
+    sweep_due: Annotated[int | None, typer.Option(help="due among them [1000]")] = None,
+    server_workers: Annotated[int | None, typer.Option("--workers", help="uvicorn processes [2]")] = None,
+    load_procs: Annotated[int | None, typer.Option(help="Python load processes [one per core]")] = None,
+    python_load: Annotated[
+        bool, typer.Option(help="use the Python generator even if wrk is on PATH")
+    ] = False,
+    log_level: Annotated[str | None, typer.Option(help="LOG_LEVEL of the stack under test [WARNING]")] = None,
+    url: Annotated[str | None, typer.Option(help="target a running stack (loopback only)")] = None,
+    auth_token: Annotated[str | None, typer.Option(help="with --url: its PLIVO_AUTH_TOKEN")] = None,
+    public_url: Annotated[str | None, typer.Option(help="with --url: its GATEWAY_PUBLIC_URL")] = None,
+    redis_url: Annotated[str | None, typer.Option(help="with --url: its REDIS_URL (e2e, delivery)")] = None,
+    key_prefix: Annotated[str | None, typer.Option(help="with --url: its GATEWAY_KEY_PREFIX [cg:]")] = None,
+    json_path: Annotated[str | None, typer.Option("--json", help="also write the results as JSON")] = None,
+) -> None:
+    """Measure ingest, baselines, end-to-end latency, delivery and memory on loopback."""
+    flags = dict(locals())  # first: only the options
+    from gateway.bench.command import main as bench_main
+
+    for name in ("quick", "phases", "python_load"):
+        flags.pop(name)
+    flags["force_python_load"] = python_load or None
+    raise typer.Exit(bench_main(quick, phases, flags))
+
+
 def main() -> None:
     cli()
 

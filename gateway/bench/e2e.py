@@ -1,0 +1,156 @@
+"""Phases 3 and 4: callback -> webhook / queue job latency, and webhook deliveries per second.
+
+Requests are written straight into the stack's Redis (the submit script, pipelined) with two
+targets: the bench's subscriber and a queue served by the bench's arq job sink. Callbacks are then
+sent at a fixed rate through the real receiver; each one's latency is from the moment its request
+was written to the socket (wall clock) to when the subscriber got the webhook / the job started.
+For throughput, callbacks go straight into the inbox in one burst and the figure is how fast one
+worker process turns them into webhooks the subscriber received (correlate + emit + POST).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from gateway.bench import corpus, load
+from gateway.bench.apps import JOBS_HASH
+from gateway.bench.bulk import inbox_entry, new_request, push_inbox, save_requests, settings_for
+from gateway.bench.context import Run
+from gateway.bench.report import fmt, latency_cells, summarize
+
+SINK_FUNCTION = "bench_job"
+SETTLE_S = 30.0
+
+
+def _targets(run: Run, with_queue: bool) -> list[dict[str, Any]]:
+    hook = run.env["BENCH_SUBSCRIBER_URL"] + "/hook"
+    targets: list[dict[str, Any]] = [{"type": "webhook", "url": hook}]
+    if with_queue:
+        targets.append({"type": "queue", "queue": run.env["BENCH_SINK_QUEUE"], "function": SINK_FUNCTION})
+    return targets
+
+
+async def _stats(run: Run) -> tuple[int, dict[str, float]]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        data = (await client.get(run.env["BENCH_SUBSCRIBER_URL"] + "/_stats")).json()
+    return int(data["count"]), {k: float(v) for k, v in data["times"].items()}
+
+
+async def _reset_subscriber(run: Run) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        await client.delete(run.env["BENCH_SUBSCRIBER_URL"] + "/_stats")
+
+
+async def _jobs_count(redis: Redis) -> int:
+    count: int = await redis.hlen(JOBS_HASH)  # type: ignore[misc]
+    return count
+
+
+async def _wait_for(run: Run, redis: Redis, count: int, jobs: bool) -> None:
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
+        got, _ = await _stats(run)
+        done_jobs = await _jobs_count(redis) if jobs else count
+        if got >= count and done_jobs >= count:
+            return
+        await asyncio.sleep(0.2)
+
+
+def _latencies(ids: list[str], sends: dict[int, float], times: dict[str, float]) -> list[float]:
+    return [(times[a] - sends[i]) * 1000 for i, a in enumerate(ids) if i in sends and a in times]
+
+
+async def _e2e(run: Run, redis: Redis) -> None:
+    o = run.opts
+    assert run.redis_url is not None
+    ids = corpus.fresh_ids(int(o.e2e_rate * o.e2e_duration))
+    reqs = [new_request(a, _targets(run, True), o.metadata_bytes, 3600) for a in ids]
+    await save_requests(redis, settings_for(run.redis_url, run.prefix), reqs)
+    await redis.delete(JOBS_HASH)
+    await _reset_subscriber(run)
+    path = run.corpus("e2e", ids)
+    stats, sends = await asyncio.to_thread(
+        load.open_loop, path, run.gateway_port, rate=o.e2e_rate, duration=o.e2e_duration, procs=1
+    )
+    await _wait_for(run, redis, len(ids), jobs=True)
+    _, hooks = await _stats(run)
+    raw_jobs: dict[str, str] = await redis.hgetall(JOBS_HASH)  # type: ignore[misc]
+    jobs = {k: float(v) for k, v in raw_jobs.items()}
+    webhook = summarize(_latencies(ids, sends, hooks))
+    job = summarize(_latencies(ids, sends, jobs))
+    run.results["e2e"] = {
+        "rate": o.e2e_rate,
+        "callbacks": len(ids),
+        "ingest": stats.as_dict(),
+        "webhooks_received": len(hooks),
+        "jobs_started": len(jobs),
+        "webhook_ms": webhook,
+        "queue_job_ms": job,
+    }
+    run.rows.append(
+        (f"e2e callback -> webhook at {o.e2e_rate}/s", f"{len(hooks):,}/{len(ids):,}", latency_cells(webhook))
+    )
+    run.rows.append(
+        (
+            f"e2e callback -> arq job started at {o.e2e_rate}/s",
+            f"{len(jobs):,}/{len(ids):,}",
+            latency_cells(job),
+        )
+    )
+    if len(hooks) < len(ids) or len(jobs) < len(ids):
+        run.notes.append(
+            f"e2e: {len(ids) - len(hooks)} webhooks, {len(ids) - len(jobs)} jobs "
+            f"missing after {SETTLE_S:.0f}s"
+        )
+
+
+async def _delivery(run: Run, redis: Redis) -> None:
+    o = run.opts
+    assert run.redis_url is not None
+    ids = corpus.fresh_ids(o.deliveries)
+    reqs = [new_request(a, _targets(run, False), o.metadata_bytes, 3600) for a in ids]
+    await save_requests(redis, settings_for(run.redis_url, run.prefix), reqs)
+    entries = [inbox_entry(corpus.payload(a)) for a in ids]
+    await _reset_subscriber(run)
+    began = time.time()
+    await push_inbox(redis, run.prefix + "inbox", entries)
+    pushed = time.time() - began
+    await _wait_for(run, redis, len(ids), jobs=False)
+    _count, times = await _stats(run)
+    last = max(times.values(), default=began)
+    elapsed = max(last - began, 1e-9)
+    workers = int(run.env.get("BENCH_WORKER_PROCS", "1"))
+    rate = len(times) / elapsed
+    run.results["delivery"] = {
+        "callbacks": len(ids),
+        "delivered": len(times),
+        "elapsed_s": round(elapsed, 3),
+        "inbox_push_s": round(pushed, 3),
+        "worker_processes": workers,
+        "deliveries_per_s": round(rate, 1),
+        "per_worker_process": round(rate / workers, 1),
+    }
+    run.rows.append(
+        (
+            f"webhook deliveries/s per worker process ({workers} running)",
+            fmt(rate / workers, "/s"),
+            f"{len(times):,} of {len(ids):,} in {elapsed:.2f}s, incl. correlate + emit",
+        )
+    )
+
+
+async def run_phases(run: Run, e2e: bool, delivery: bool) -> None:
+    assert run.redis_url is not None
+    redis = Redis.from_url(run.redis_url, decode_responses=True)
+    try:
+        if e2e:
+            await _e2e(run, redis)
+        if delivery:
+            await _delivery(run, redis)
+    finally:
+        await redis.aclose()

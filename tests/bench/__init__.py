@@ -1,0 +1,1 @@
+"""Test-side support for ``callback-gateway bench`` (the bench itself lives in ``gateway.bench``)."""
