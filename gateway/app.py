@@ -13,11 +13,13 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import logs
-from gateway.api.routes import callbacks, health, receiver, requests
+from gateway.api.routes import callbacks, deliveries, health, receiver, requests, streams, subscriptions
 from gateway.errors import GatewayError, new_api_id
+from gateway.notify import Notifier
+from gateway.ratelimit import SharedRateLimiter
 from gateway.settings import Settings
 from gateway.state import GatewayState, make_redis, make_store
-from gateway.upstream import PlivoClient
+from gateway.upstream import PlivoClient, RetryBudget
 
 log = logs.get("gateway.app")
 
@@ -64,16 +66,31 @@ def create_app(settings: Settings) -> FastAPI:
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
             follow_redirects=False,
         )
+        store = make_store(settings, redis)
+        limiter = SharedRateLimiter(
+            store,
+            "upstream",
+            limit=settings.UPSTREAM_RATE_LIMIT,
+            window=settings.UPSTREAM_RATE_WINDOW,
+            max_wait=settings.UPSTREAM_RATE_MAX_WAIT,
+        )
         plivo = PlivoClient(
             http,
             api_url=settings.PLIVO_API_URL,
             auth_id=settings.PLIVO_AUTH_ID,
             auth_token=settings.PLIVO_AUTH_TOKEN.get_secret_value(),
+            budget=RetryBudget(
+                attempts=settings.UPSTREAM_MAX_ATTEMPTS, total_seconds=settings.UPSTREAM_RETRY_BUDGET
+            ),
+            limiter=limiter,
         )
-        app.state.gw = GatewayState(settings, redis, make_store(settings, redis), http, plivo)
+        notifier = Notifier(redis, settings.GATEWAY_KEY_PREFIX + "notify")
+        notifier.start()
+        app.state.gw = GatewayState(settings, redis, store, http, plivo, notifier)
         try:
             yield
         finally:
+            await notifier.close()
             await http.aclose()
             await redis.aclose()
 
@@ -87,6 +104,10 @@ def create_app(settings: Settings) -> FastAPI:
     _install_handlers(app)
     app.include_router(receiver.router)
     app.include_router(requests.router)
+    app.include_router(streams.router)
     app.include_router(callbacks.router)
+    app.include_router(subscriptions.router)
+    app.include_router(deliveries.router)
+    app.include_router(deliveries.events_router)
     app.include_router(health.router)
     return app

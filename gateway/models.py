@@ -17,6 +17,7 @@ class WebhookTarget(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["webhook"]
     url: str = Field(max_length=2048)
+    method: Literal["POST", "GET"] = "POST"
 
     @field_validator("url")
     @classmethod
@@ -61,6 +62,21 @@ class SubmitBody(BaseModel):
     # Ask Plivo for status callbacks (message delivery reports; call ring/hangup) to the gateway,
     # which links them back to this request as message.status / call.status events.
     status_events: bool = False
+    # Plivo's async pattern for the gateway's own API: where to send this request's events.
+    callback_url: str | None = Field(default=None, max_length=2048)
+    callback_method: Literal["POST", "GET"] = "POST"
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an absolute http(s) URL")
+        return value
+
+    @field_validator("callback_method", mode="before")
+    @classmethod
+    def _upper_cb(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("method", mode="before")
     @classmethod

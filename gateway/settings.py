@@ -6,6 +6,7 @@ process environment first, then from a `.env` file in the working directory.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from typing import Annotated, Literal
 
@@ -38,6 +39,11 @@ class Settings(BaseSettings):
     UPSTREAM_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0)
     UPSTREAM_READ_TIMEOUT: float = Field(default=30.0, gt=0)
     UPSTREAM_PROXY: str | None = None
+    UPSTREAM_MAX_ATTEMPTS: int = Field(default=4, ge=1)
+    UPSTREAM_RETRY_BUDGET: float = Field(default=10.0, gt=0)
+    UPSTREAM_RATE_LIMIT: int = Field(default=300, ge=0)
+    UPSTREAM_RATE_WINDOW: float = Field(default=5.0, gt=0)
+    UPSTREAM_RATE_MAX_WAIT: float = Field(default=10.0, ge=0)
 
     # --- the gateway's own surface -----------------------------------------------------------
     GATEWAY_PUBLIC_URL: str = "http://127.0.0.1:8000"
@@ -46,6 +52,7 @@ class Settings(BaseSettings):
     GATEWAY_MAX_BODY_BYTES: int = Field(default=256 * 1024, gt=0)
     GATEWAY_DEFAULT_TIMEOUT: int = Field(default=3600, gt=0)
     GATEWAY_MAX_TIMEOUT: int = Field(default=7 * 86400, gt=0)
+    GATEWAY_IDEMPOTENCY_TTL: int = Field(default=86400, gt=0)
 
     # --- receiver and correlation ------------------------------------------------------------
     GATEWAY_UNMATCHED_GRACE: int = Field(default=300, ge=0)
@@ -62,6 +69,17 @@ class Settings(BaseSettings):
     GATEWAY_OVERLOAD_FLOOR: float = Field(default=60.0, ge=0)
     GATEWAY_MAX_RESPONSE_BYTES: int = Field(default=4096, gt=0)
     GATEWAY_RETENTION: int = Field(default=30 * 86400, gt=0)
+    GATEWAY_WEBHOOK_ALLOW_CIDRS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    GATEWAY_SECRET_ROTATION_GRACE: float = Field(default=86400.0, ge=0)
+    GATEWAY_BREAKER_WINDOW: float = Field(default=60.0, gt=0)
+    GATEWAY_BREAKER_MIN_REQUESTS: int = Field(default=10, gt=0)
+    GATEWAY_BREAKER_FAILURE_RATE: float = Field(default=0.5, gt=0, le=1)
+    GATEWAY_BREAKER_COOLDOWN: float = Field(default=30.0, gt=0)
+    GATEWAY_DISABLE_AFTER: float = Field(default=5 * 86400.0, gt=0)
+    GATEWAY_SUBSCRIPTION_RATE: float = Field(default=50.0, gt=0)
+    GATEWAY_SUBSCRIPTION_BURST: int = Field(default=100, gt=0)
+    GATEWAY_SUBSCRIPTION_CONCURRENCY: int = Field(default=10, gt=0)
+    GATEWAY_BULK_REPLAY_MAX: int = Field(default=500, gt=0)
 
     # --- worker ------------------------------------------------------------------------------
     WORKER_CONCURRENCY: int = Field(default=64, gt=0)
@@ -82,6 +100,18 @@ class Settings(BaseSettings):
     @classmethod
     def _schedule_csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("GATEWAY_WEBHOOK_ALLOW_CIDRS", mode="before")
+    @classmethod
+    def _cidrs_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("GATEWAY_WEBHOOK_ALLOW_CIDRS")
+    @classmethod
+    def _cidrs_valid(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad entry
+        return value
 
     @field_validator("GATEWAY_RETRY_SCHEDULE")
     @classmethod

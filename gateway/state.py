@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from redis.asyncio import Redis
 
+from gateway.notify import Notifier
 from gateway.settings import Settings
 from gateway.store import DeliveryStore, Store
 from gateway.upstream import PlivoClient
@@ -19,6 +20,11 @@ class GatewayState:
     store: Store
     http: httpx.AsyncClient
     plivo: PlivoClient
+    notifier: Notifier
+    deliveries: DeliveryStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.deliveries = make_delivery_store(self.settings, self.redis)
 
 
 def make_redis(settings: Settings) -> Redis:

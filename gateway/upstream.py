@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +74,9 @@ class PlivoClient:
         auth_id: str,
         auth_token: str,
         budget: RetryBudget | None = None,
+        limiter: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self._limiter = limiter
         self._http = http
         self._root = f"{api_url}/v1/Account/{auth_id}/"
         self._auth = httpx.BasicAuth(auth_id, auth_token)
@@ -109,6 +112,8 @@ class PlivoClient:
             await asyncio.sleep(delay)
 
     async def _send(self, method: str, url: str, params: dict[str, Any]) -> httpx.Response:
+        if self._limiter is not None:
+            await self._limiter()  # every attempt counts against the account's rate limit
         if method == "POST":
             return await self._http.post(url, json=params, auth=self._auth)
         return await self._http.request(method, url, params=params, auth=self._auth)

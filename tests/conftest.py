@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -70,6 +70,8 @@ class Stack:
     receiver_server: ServerThread
     worker: LoopThread | None
     client: httpx.AsyncClient
+    extra_gateways: list[ServerThread] = field(default_factory=list)
+    workers: list[LoopThread] = field(default_factory=list)
 
     @property
     def api_key(self) -> str:
@@ -97,10 +99,17 @@ class Stack:
         response = await self.client.post(self.sandbox.url + "/_sandbox/config", json=config)
         response.raise_for_status()
 
+    def add_gateway(self) -> ServerThread:
+        """A second gateway process-alike on the same Redis and sandbox (its own port)."""
+        extra = ServerThread(create_app(self.settings)).start()
+        self.extra_gateways.append(extra)
+        return extra
+
     def start_worker(self) -> LoopThread:
         settings = self.settings
         thread = LoopThread(lambda stop: run_worker(settings, stop)).start()
         self.worker = thread
+        self.workers.append(thread)
         return thread
 
 
@@ -141,11 +150,23 @@ async def stack_factory(
     yield build
     # Signal everything first, then wait: the components shut down in parallel.
     for stack in stacks:
-        for part in (stack.worker, stack.gateway, stack.sandbox, stack.receiver_server):
+        for part in (
+            *stack.workers,
+            stack.gateway,
+            stack.sandbox,
+            stack.receiver_server,
+            *stack.extra_gateways,
+        ):
             if part is not None:
                 part.signal_stop()
     for stack in stacks:
-        for part in (stack.worker, stack.gateway, stack.sandbox, stack.receiver_server):
+        for part in (
+            *stack.workers,
+            stack.gateway,
+            stack.sandbox,
+            stack.receiver_server,
+            *stack.extra_gateways,
+        ):
             if part is not None:
                 part.stop()
         await stack.client.aclose()

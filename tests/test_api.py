@@ -15,7 +15,7 @@ CALL = {"from": "14155550100", "to": "14155550123", "answer_url": "https://examp
 async def keys_of(redis: Redis, stack: Stack) -> list[str]:
     """Every key holding request or callback state (not what the worker creates at start)."""
     prefix = stack.settings.GATEWAY_KEY_PREFIX
-    infra = {prefix + name for name in ("webhook_secret", "inbox", "queue:health-check")}
+    infra = {prefix + name for name in ("webhook_secret", "inbox", "queue:health-check", "rate:upstream")}
     return [k async for k in redis.scan_iter(match=prefix + "*") if k not in infra]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -9,7 +10,7 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from gateway.settings import Settings
-from gateway.store import DeliveryStore, Store
+from gateway.store import DeliveryStore, Store, now_ms
 
 
 @dataclass(slots=True)
@@ -23,3 +24,4 @@ class WorkerContext:
     webhook_secret: str
     queue_name: str
     inflight: set[str] = field(default_factory=set)
+    clock: Callable[[], int] = now_ms  # epoch ms; tests may pass their own

@@ -8,16 +8,17 @@ import signal
 import threading
 from typing import Any
 
-import httpx
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
-from gateway import logs
+from gateway import logs, netguard
 from gateway.settings import Settings
 from gateway.state import make_delivery_store, make_redis, make_store
+from gateway.store.delivery import OPERATOR_EVENT_JOB
 from workers.consumer import run_consumer
 from workers.context import WorkerContext
-from workers.delivery import DELIVER_JOB, deliver_job
+from workers.delivery import DELIVER_JOB, deliver_job, job_timeout
+from workers.fanout import operator_event_job
 from workers.sweeps import run_sweeps
 
 log = logs.get("workers.main")
@@ -33,10 +34,12 @@ def build_worker(settings: Settings) -> Worker:
         store = make_store(settings, redis)
         configured = settings.GATEWAY_WEBHOOK_SECRET
         secret = await store.webhook_secret(configured.get_secret_value() if configured else None)
-        http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.GATEWAY_DELIVERY_TIMEOUT),
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=settings.WORKER_CONCURRENCY),
+        policy = netguard.Policy.build(
+            allow_private=settings.GATEWAY_ALLOW_PRIVATE_WEBHOOKS,
+            allow_cidrs=settings.GATEWAY_WEBHOOK_ALLOW_CIDRS,
+        )
+        http = netguard.webhook_client(
+            policy, timeout=settings.GATEWAY_DELIVERY_TIMEOUT, max_connections=settings.WORKER_CONCURRENCY
         )
         wctx = WorkerContext(
             settings=settings,
@@ -63,7 +66,10 @@ def build_worker(settings: Settings) -> Worker:
         await wctx.redis.aclose()
 
     return Worker(
-        functions=[func(deliver_job, name=DELIVER_JOB, timeout=settings.GATEWAY_DELIVERY_TIMEOUT * 3)],
+        functions=[
+            func(deliver_job, name=DELIVER_JOB, timeout=job_timeout(settings)),
+            func(operator_event_job, name=OPERATOR_EVENT_JOB, timeout=job_timeout(settings)),
+        ],
         redis_settings=RedisSettings.from_dsn(settings.REDIS_URL),
         queue_name=queue_name(settings),
         on_startup=startup,

@@ -10,12 +10,18 @@ until the next one, or None when the schedule is exhausted (the delivery is dead
 * After a timeout or a 429 the delay is at least ``overload_floor`` (the endpoint is struggling).
 * A ``Retry-After`` is honoured but clamped to [base, 2 * base] so that an endpoint can neither make
   us hammer it nor park a delivery forever.
+* 2xx is success; everything else, 3xx included (redirects are never followed), is a failure;
+  ``410 Gone`` ends the delivery at once (the caller disables the subscription).
+
+The schedule is the subscription's own ``retry_schedule`` when it has one, else
+``GATEWAY_RETRY_SCHEDULE``.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from email.utils import parsedate_to_datetime
 from enum import Enum
 
 
@@ -59,3 +65,19 @@ def next_delay(
     if outcome in (Outcome.TIMEOUT, Outcome.RATE_LIMITED):
         delay = max(delay, overload_floor)
     return max(0.0, delay)
+
+
+def parse_retry_after(value: str | None, now_s: float) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), None if absent/invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - now_s)

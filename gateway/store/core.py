@@ -169,6 +169,32 @@ end
 return #due
 """
 
+# Idempotent submits. KEYS: idem. ARGV: body_hash, lease_ms.
+# Returns {'claimed'} for the first caller, else {state, body_hash, status, response}.
+_IDEM_CLAIM = """
+if redis.call('HSETNX', KEYS[1], 'state', 'in_progress') == 1 then
+  redis.call('HSET', KEYS[1], 'body', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {'claimed'}
+end
+local r = redis.call('HMGET', KEYS[1], 'state', 'body', 'status', 'response')
+return {r[1] or '', r[2] or '', r[3] or '', r[4] or ''}
+"""
+
+# Shared sliding-window limiter: at most ARGV[2] grants in any ARGV[3] ms. KEYS: limiter zset.
+# ARGV: now_ms, limit, window_ms, member. Returns 0 when granted, else ms to wait.
+_RATE = """
+local now, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + window - now)
+"""
+
 STATUSES = ("pending", "completed", "timed_out")
 
 
@@ -223,6 +249,8 @@ class Store:
         self._correlate = redis.register_script(_CORRELATE)
         self._expire = redis.register_script(_EXPIRE)
         self._release = redis.register_script(_RELEASE)
+        self._idem_claim = redis.register_script(_IDEM_CLAIM)
+        self._rate = redis.register_script(_RATE)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -264,6 +292,28 @@ class Store:
         ]
         args = [self.retention, req.api_id, submitted, deadline, self.retention, req.ref, *flat]
         return bool(await self._submit(keys=keys, args=args))
+
+    async def idempotency_claim(self, key_id: str, body_hash: str, lease_s: float) -> list[str]:
+        """Claim an Idempotency-Key: ``['claimed']`` or what the first caller left there."""
+        raw = await self._idem_claim(keys=[self.key("idem", key_id)], args=[body_hash, int(lease_s * 1000)])
+        return [str(x) for x in raw]
+
+    async def idempotency_finish(self, key_id: str, status: int, response: str, ttl_s: int) -> None:
+        key = self.key("idem", key_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"state": "done", "status": status, "response": response})
+            pipe.expire(key, ttl_s)
+            await pipe.execute()
+
+    async def idempotency_release(self, key_id: str) -> None:
+        """Forget a claim whose request failed transiently, so that a retry may go ahead."""
+        await self.redis.delete(self.key("idem", key_id))
+
+    async def rate_acquire(self, name: str, limit: int, window_s: float, member: str) -> float:
+        """Take one slot of a limiter shared by all processes; seconds to wait if none is free."""
+        args: list[str | int] = [now_ms(), limit, int(window_s * 1000), member]
+        wait_ms = await self._rate(keys=[self.key("rate", name)], args=args)
+        return int(wait_ms) / 1000
 
     # --- worker ---------------------------------------------------------------------------
 

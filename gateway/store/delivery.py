@@ -1,85 +1,484 @@
-"""Deliveries and events: the scripts of the fan-out path (map in gateway.store)."""
+"""Deliveries, events and subscriptions: the scripts of the fan-out path.
+
+Every key starts with ``GATEWAY_KEY_PREFIX`` (written ``p`` below). Scripts derive their keys from
+the prefix, as ``core``'s correlate does, because which keys they touch depends on what they read
+(the subscription of a delivery, the event types of a subscription).
+
+| key                         | type   | TTL                        | written by           | read by         |
+|-----------------------------|--------|----------------------------|----------------------|-----------------|
+| ``evt:{event_id}``          | string | retention                  | emit                 | status API, wrk |
+| ``evtdlv:{event_id}``       | set    | retention                  | emit                 | replay API      |
+| ``dlv:{delivery_id}``       | hash   | retention after a write    | emit, record, rearm  | worker, API     |
+| ``dlvlog:{delivery_id}``    | list   | retention after a write    | record               | deliveries API  |
+| ``deliveries``              | zset   | members trimmed by score   | emit                 | deliveries API  |
+| ``deliveries:status:{s}``   | zset   | members trimmed by score   | emit, record, rearm  | API, bulk       |
+| ``deliveries:sub:{sub_id}`` | zset   | members trimmed by score   | emit                 | API, bulk       |
+| ``deliveries:type:{t}``     | zset   | members trimmed by score   | emit                 | deliveries API  |
+| ``lease:{delivery_id}``     | string | attempt timeout + margin   | worker               | worker          |
+| ``sub:{sub_id}``            | hash   | none (DEL on delete)       | API, settle          | worker, API     |
+| ``subs``                    | zset   | none (ZREM on delete)      | API                  | list API        |
+| ``subs:type:{t}``           | set    | none (SREM on delete)      | API, settle          | fan-out         |
+| ``breaker:{sub_id}``        | hash   | window + cooldown + 1 h    | admit, settle        | admit, settle   |
+| ``bucket:{sub_id}``         | hash   | refill time + 60 s         | admit                | admit           |
+| ``inflight:{sub_id}``       | zset   | 2 x slot TTL               | admit, settle        | admit           |
+| ``ops``                     | stream | MAXLEN ~10000              | settle (disable)     | operators       |
+| ``webhook_secret``          | string | none                       | first start          | worker          |
+| ``arq:job:{id}``, ``queue`` | arq's  | as arq (run + 1 day)       | record, defer, rearm | arq worker      |
+
+Index zsets score members by the delivery's ``created_at`` (ms). Retention needs no scan: the hash
+and its log carry a TTL, and every write or read of an index first drops the entries older than the
+retention with one ``ZREMRANGEBYSCORE`` (O(log n + expired)).
+
+Design notes:
+
+* A delivery has a *cycle* (0, then +1 for each manual retry or replay) and an attempt counter
+  within the cycle. The retry job of attempt n carries (cycle, n) and does nothing when the record
+  has moved on, so a duplicate job (a crash between attempt and ack) can never add an attempt.
+* Retry jobs are written by the same script that records the attempt, in arq's own format
+  (``arq:job:{id}`` + ``ZADD queue``, skipped when the job or its result exists, as
+  ``enqueue_job`` does): a pending delivery without a scheduled job cannot exist, and the API can
+  re-queue a delivery without an arq connection.
+* Admission to an attempt (``admit``) checks, in one script, the subscription's concurrency cap,
+  its token bucket and its circuit breaker, and only then takes a slot, a token and (half-open) the
+  probe. ``settle`` gives the slot back, feeds the breaker and the failing-since clock, and
+  disables a subscription that answered 410 or has been failing for too long.
+* Fan-out matches subscriptions through ``subs:type:{t}`` sets (plus ``subs:type:*``): one SUNION
+  per event, never a scan. ``*`` does not match operator events (``subscription.*``); those go only
+  to subscriptions that name them.
+"""
 
 from __future__ import annotations
 
 import json
+import secrets
+from dataclasses import dataclass
 from typing import Any
 
+from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
+from gateway.signing import new_webhook_secret
 from gateway.store.core import now_ms
 
-# KEYS: evt, reqevents (or ''), deliveries zset, then one dlv key per delivery
-# ARGV: event_id, event_json, retention_s, now_ms, then target_json per delivery
-_EMIT = """
-local created = redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3])
+DELIVER_JOB = "cg_deliver"
+OPERATOR_EVENT_JOB = "cg_operator_event"
+ARQ_JOB_TTL_MS = 86_400_000  # arq's default: a job not started within a day of its run time expires
+LOG_MAX = 100  # attempts kept per delivery (the schedule has 10 by default; replays add more)
+
+_TRIM = """
+local function trim(key, cutoff) redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. cutoff) end
+local function schedule(queue, job_id, payload, score)
+  local jk = 'arq:job:' .. job_id
+  if redis.call('EXISTS', jk, 'arq:result:' .. job_id) > 0 then return 0 end
+  local ttl = math.max(0, math.floor(score - tonumber(redis.call('TIME')[1]) * 1000)) + JOB_TTL_MS
+  redis.call('SET', jk, payload, 'PX', ttl)
+  redis.call('ZADD', queue, score, job_id)
+  return 1
+end
+""".replace("JOB_TTL_MS", str(ARQ_JOB_TTL_MS))
+
+# ARGV: prefix, event_id, event_json, retention_s, now_ms, api_id, event_type,
+#       then (delivery_id, target_json, sub_id) per delivery.
+_EMIT = (
+    _TRIM
+    + """
+local p, eid, ret, now, etype = ARGV[1], ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[7]
+local cutoff = now - ret * 1000
+local created = redis.call('SET', p .. 'evt:' .. eid, ARGV[3], 'NX', 'EX', ret)
 if created then
-  if KEYS[2] ~= '' then
-    redis.call('RPUSH', KEYS[2], ARGV[1])
-    redis.call('EXPIRE', KEYS[2], ARGV[3])
+  if ARGV[6] ~= '' then
+    redis.call('RPUSH', p .. 'reqevents:' .. ARGV[6], eid)
+    redis.call('EXPIRE', p .. 'reqevents:' .. ARGV[6], ret)
   end
-  for i = 4, #KEYS do
-    local id = string.match(KEYS[i], 'dlv:(.*)$')
-    redis.call('HSET', KEYS[i], 'id', id, 'event_id', ARGV[1], 'target', ARGV[i + 1],
-               'status', 'pending', 'attempts', 0, 'created_at', ARGV[4])
-    redis.call('EXPIRE', KEYS[i], ARGV[3])
-    redis.call('ZADD', KEYS[3], ARGV[4], id)
+  local idx = {p .. 'deliveries', p .. 'deliveries:status:pending', p .. 'deliveries:type:' .. etype}
+  for i = 8, #ARGV, 3 do
+    local id, sub = ARGV[i], ARGV[i + 2]
+    local dkey = p .. 'dlv:' .. id
+    redis.call('HSET', dkey, 'id', id, 'event_id', eid, 'event_type', etype, 'target', ARGV[i + 1],
+               'sub', sub, 'status', 'pending', 'attempts', 0, 'cycle', 0, 'deferrals', 0,
+               'created_at', now, 'updated_at', now)
+    redis.call('EXPIRE', dkey, ret)
+    redis.call('SADD', p .. 'evtdlv:' .. eid, id)
+    for _, k in ipairs(idx) do redis.call('ZADD', k, now, id) end
+    if sub ~= '' then
+      redis.call('ZADD', p .. 'deliveries:sub:' .. sub, now, id)
+      trim(p .. 'deliveries:sub:' .. sub, cutoff)
+    end
+  end
+  if #ARGV >= 8 then
+    redis.call('EXPIRE', p .. 'evtdlv:' .. eid, ret)
+    for _, k in ipairs(idx) do trim(k, cutoff) end
   end
 end
 local states = {}
-for i = 4, #KEYS do states[#states + 1] = redis.call('HGET', KEYS[i], 'status') or 'missing' end
+for i = 8, #ARGV, 3 do
+  states[#states + 1] = redis.call('HGET', p .. 'dlv:' .. ARGV[i], 'status') or 'missing'
+end
 return {created and 1 or 0, states}
 """
+)
 
-# Record one delivery attempt. KEYS: dlv. ARGV: status, attempts, last_code, last_error, at_ms,
-# next_at_ms. Only a delivery that is still pending changes: a late duplicate attempt result cannot
-# turn a succeeded delivery back into a failed one.
-_RECORD = """
-local cur = redis.call('HGET', KEYS[1], 'status')
-if not cur then return 'missing' end
-if cur ~= 'pending' then return cur end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'attempts', ARGV[2], 'last_code', ARGV[3],
-           'last_error', ARGV[4], 'last_attempt_at', ARGV[5], 'next_attempt_at', ARGV[6])
-return ARGV[1]
+# Record one attempt and, when it is to be retried, write its retry job. Only a pending delivery
+# of the expected cycle changes: a late result cannot turn a succeeded delivery into a failed one.
+# ARGV: prefix, id, cycle ('' = any), status, attempts, code, error, now, next_at, retention_s,
+#       log_json, queue, job_id ('' = none), job_payload
+_RECORD = (
+    _TRIM
+    + """
+local p, id, now, ret = ARGV[1], ARGV[2], tonumber(ARGV[8]), tonumber(ARGV[10])
+local dkey = p .. 'dlv:' .. id
+local cur = redis.call('HMGET', dkey, 'status', 'cycle', 'created_at')
+if not cur[1] then return 'missing' end
+if cur[1] ~= 'pending' or (ARGV[3] ~= '' and cur[2] ~= ARGV[3]) then return cur[1] end
+local status = ARGV[4]
+redis.call('HSET', dkey, 'status', status, 'attempts', ARGV[5], 'last_code', ARGV[6],
+           'last_error', ARGV[7], 'last_attempt_at', now, 'updated_at', now, 'next_attempt_at', ARGV[9])
+redis.call('EXPIRE', dkey, ret)
+if ARGV[11] ~= '' then
+  local lkey = p .. 'dlvlog:' .. id
+  redis.call('RPUSH', lkey, ARGV[11])
+  redis.call('LTRIM', lkey, -LOG_MAX, -1)
+  redis.call('EXPIRE', lkey, ret)
+end
+if status ~= 'pending' then
+  local created = tonumber(cur[3]) or now
+  redis.call('ZREM', p .. 'deliveries:status:pending', id)
+  redis.call('ZADD', p .. 'deliveries:status:' .. status, created, id)
+  trim(p .. 'deliveries:status:' .. status, now - ret * 1000)
+end
+if ARGV[13] ~= '' then schedule(ARGV[12], ARGV[13], ARGV[14], tonumber(ARGV[9])) end
+return status
+""".replace("LOG_MAX", str(LOG_MAX))
+)
+
+# Put the current attempt off (admission refused or lease busy): a new job for the same
+# (cycle, attempt), with a fresh id. ARGV: prefix, id, cycle, attempt, run_at, queue, payload
+_DEFER = (
+    _TRIM
+    + """
+local p, id = ARGV[1], ARGV[2]
+local dkey = p .. 'dlv:' .. id
+local cur = redis.call('HMGET', dkey, 'status', 'cycle', 'attempts')
+if cur[1] ~= 'pending' or cur[2] ~= ARGV[3] or tonumber(cur[3]) + 1 ~= tonumber(ARGV[4]) then
+  return 0
+end
+local n = redis.call('HINCRBY', dkey, 'deferrals', 1)
+redis.call('HSET', dkey, 'next_attempt_at', ARGV[5])
+return schedule(ARGV[6], id .. ':c' .. ARGV[3] .. ':a' .. ARGV[4] .. ':d' .. n, ARGV[7], tonumber(ARGV[5]))
 """
+)
+
+# Start a new cycle of a delivery that is not pending (manual retry, replay): attempts from 0, its
+# first job now. ARGV: prefix, id, expected_cycle, now, retention_s, queue, payload.
+# Returns the new cycle, -1 if pending already, -2 if missing, -3 if the cycle moved (re-read).
+_REARM = (
+    _TRIM
+    + """
+local p, id, now, ret = ARGV[1], ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5])
+local dkey = p .. 'dlv:' .. id
+local cur = redis.call('HMGET', dkey, 'status', 'cycle', 'created_at')
+if not cur[1] then return -2 end
+if cur[1] == 'pending' then return -1 end
+if cur[2] ~= ARGV[3] then return -3 end
+local cycle = tonumber(cur[2]) + 1
+redis.call('HSET', dkey, 'status', 'pending', 'cycle', cycle, 'attempts', 0, 'updated_at', now,
+           'next_attempt_at', now)
+redis.call('EXPIRE', dkey, ret)
+redis.call('ZREM', p .. 'deliveries:status:' .. cur[1], id)
+redis.call('ZADD', p .. 'deliveries:status:pending', tonumber(cur[3]) or now, id)
+schedule(ARGV[6], id .. ':c' .. cycle .. ':a1', ARGV[7], now)
+return cycle
+"""
+)
+
+# ARGV: prefix, index_key, min, max, status, sub, type, offset, limit, cutoff
+# The index is the most selective filter; the others are checked against each record.
+_QUERY = """
+local p, idx = ARGV[1], ARGV[2]
+local status, sub, etype = ARGV[5], ARGV[6], ARGV[7]
+local offset, limit = tonumber(ARGV[8]), tonumber(ARGV[9])
+redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. ARGV[10])
+if status == '' and sub == '' and etype == '' then
+  local total = redis.call('ZCOUNT', idx, ARGV[3], ARGV[4])
+  return {total, redis.call('ZREVRANGEBYSCORE', idx, ARGV[4], ARGV[3], 'LIMIT', offset, limit)}
+end
+local total, page = 0, {}
+for _, id in ipairs(redis.call('ZREVRANGEBYSCORE', idx, ARGV[4], ARGV[3])) do
+  local f = redis.call('HMGET', p .. 'dlv:' .. id, 'status', 'sub', 'event_type')
+  if f[1] and (status == '' or f[1] == status) and (sub == '' or f[2] == sub)
+     and (etype == '' or f[3] == etype) then
+    if total >= offset and #page < limit then page[#page + 1] = id end
+    total = total + 1
+  end
+end
+return {total, page}
+"""
+
+_DISABLE_FN = """
+local function disable(p, sub, reason, now)
+  local skey = p .. 'sub:' .. sub
+  local types = cjson.decode(redis.call('HGET', skey, 'event_types') or '[]')
+  for _, t in ipairs(types) do redis.call('SREM', p .. 'subs:type:' .. t, sub) end
+  redis.call('HSET', skey, 'status', 'disabled', 'disabled_reason', reason, 'disabled_at', now,
+             'updated_at', now)
+  redis.call('XADD', p .. 'ops', 'MAXLEN', '~', 10000, '*', 'type', 'subscription.disabled',
+             'subscription', sub, 'reason', reason, 'at', now)
+end
+"""
+
+# ARGV: prefix, id, now, event_types_json, then field/value pairs of the hash
+_SUB_CREATE = """
+local p, id, now = ARGV[1], ARGV[2], ARGV[3]
+local fields = {}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', p .. 'sub:' .. id, unpack(fields))
+redis.call('ZADD', p .. 'subs', now, id)
+for _, t in ipairs(cjson.decode(ARGV[4])) do redis.call('SADD', p .. 'subs:type:' .. t, id) end
+return 1
+"""
+
+# ARGV: prefix, id
+_SUB_DELETE = """
+local p, id = ARGV[1], ARGV[2]
+local skey = p .. 'sub:' .. id
+local types = redis.call('HGET', skey, 'event_types')
+if not types then return 0 end
+for _, t in ipairs(cjson.decode(types)) do redis.call('SREM', p .. 'subs:type:' .. t, id) end
+redis.call('DEL', skey, p .. 'breaker:' .. id, p .. 'bucket:' .. id, p .. 'inflight:' .. id)
+redis.call('ZREM', p .. 'subs', id)
+return 1
+"""
+
+# ARGV: prefix, event_type, include_star ('1'/'0'). Returns id, url pairs of active subscriptions.
+_SUB_MATCH = """
+local p = ARGV[1]
+local sets = {p .. 'subs:type:' .. ARGV[2]}
+if ARGV[3] == '1' then sets[2] = p .. 'subs:type:*' end
+local out = {}
+for _, id in ipairs(redis.call('SUNION', unpack(sets))) do
+  local f = redis.call('HMGET', p .. 'sub:' .. id, 'url', 'status')
+  if f[1] and f[2] == 'active' then
+    out[#out + 1] = id
+    out[#out + 1] = f[1]
+  end
+end
+return out
+"""
+
+# ARGV: prefix, id, new_secret, now, grace_ms. The current secret keeps signing until now + grace.
+_SUB_ROTATE = """
+local skey = ARGV[1] .. 'sub:' .. ARGV[2]
+local raw = redis.call('HGET', skey, 'secrets')
+if not raw then return 0 end
+local now = tonumber(ARGV[4])
+local keep = {{secret = ARGV[3], expires_at = 0}}
+for i, s in ipairs(cjson.decode(raw)) do
+  local exp = s.expires_at
+  if i == 1 then exp = now + tonumber(ARGV[5]) end
+  if exp == 0 or exp > now then keep[#keep + 1] = {secret = s.secret, expires_at = exp} end
+end
+redis.call('HSET', skey, 'secrets', cjson.encode(keep), 'updated_at', now)
+return 1
+"""
+
+# Admission: concurrency slot, rate token, breaker; nothing is taken unless all three allow.
+# ARGV: prefix, sub, now, rate_per_s, burst, cap, slot_token, slot_ttl_ms, concurrency_wait_ms
+# Returns {1, 0, 'ok'|'probe'} or {0, wait_ms, reason}.
+_ADMIT = """
+local p, sub, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local rate, burst, cap, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
+local ikey, qkey, bkey = p .. 'inflight:' .. sub, p .. 'bucket:' .. sub, p .. 'breaker:' .. sub
+redis.call('ZREMRANGEBYSCORE', ikey, '-inf', now)
+if redis.call('ZCARD', ikey) >= cap then return {0, tonumber(ARGV[9]), 'concurrency'} end
+local t = redis.call('HMGET', qkey, 'tokens', 'ts')
+local tokens = tonumber(t[1]) or burst
+local ts = tonumber(t[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+if tokens < 1 then return {0, math.ceil((1 - tokens) * 1000 / rate), 'rate_limited'} end
+local b = redis.call('HMGET', bkey, 'state', 'open_until', 'probe_until')
+local state, probe = b[1] or 'closed', false
+if state == 'open' and now < tonumber(b[2]) then return {0, tonumber(b[2]) - now, 'breaker_open'} end
+if state == 'half_open' and now < (tonumber(b[3]) or 0) then
+  return {0, tonumber(b[3]) - now, 'breaker_probing'}
+end
+if state ~= 'closed' then
+  probe = true
+  redis.call('HSET', bkey, 'state', 'half_open', 'probe_until', now + ttl)
+end
+redis.call('HSET', qkey, 'tokens', tostring(tokens - 1), 'ts', now)
+redis.call('PEXPIRE', qkey, math.ceil(burst * 1000 / rate) + 60000)
+redis.call('ZADD', ikey, now + ttl, ARGV[7])
+redis.call('PEXPIRE', ikey, ttl * 2)
+return {1, 0, probe and 'probe' or 'ok'}
+"""
+
+# After an attempt: free the slot, feed the breaker and the failing clock, maybe disable.
+# ARGV: prefix, sub, slot_token, now, ok ('1'/'0'), gone ('1'/'0'), window_ms, min_requests,
+#       failure_rate, cooldown_ms, disable_after_ms
+# Returns the breaker state, or 'disabled' when this attempt disabled the subscription.
+_SETTLE = (
+    _DISABLE_FN
+    + """
+local p, sub, now = ARGV[1], ARGV[2], tonumber(ARGV[4])
+local ok, gone = ARGV[5] == '1', ARGV[6] == '1'
+local window, minreq, rate, cooldown = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]),
+  tonumber(ARGV[10])
+redis.call('ZREM', p .. 'inflight:' .. sub, ARGV[3])
+local skey, bkey = p .. 'sub:' .. sub, p .. 'breaker:' .. sub
+local info = redis.call('HMGET', skey, 'status', 'failing_since')
+if not info[1] then return 'gone' end
+local b = redis.call('HMGET', bkey, 'state', 'window_start', 'ok', 'fail', 'open_until')
+local state, ws = b[1] or 'closed', tonumber(b[2]) or now
+local okc, failc, open_until = tonumber(b[3]) or 0, tonumber(b[4]) or 0, tonumber(b[5]) or 0
+if now - ws >= window then ws, okc, failc = now, 0, 0 end
+if ok then okc = okc + 1 else failc = failc + 1 end
+if state == 'half_open' then
+  if ok then state, ws, okc, failc = 'closed', now, 0, 0 else state, open_until = 'open', now + cooldown end
+elseif state == 'closed' and not ok and okc + failc >= minreq and failc / (okc + failc) >= rate then
+  state, open_until = 'open', now + cooldown
+end
+redis.call('HSET', bkey, 'state', state, 'window_start', ws, 'ok', okc, 'fail', failc,
+           'open_until', open_until)
+redis.call('PEXPIRE', bkey, window + cooldown + 3600000)
+if ok then
+  redis.call('HDEL', skey, 'failing_since')
+  return state
+end
+if info[1] ~= 'active' then return state end
+if gone then
+  disable(p, sub, 'endpoint answered 410 Gone', now)
+  return 'disabled'
+end
+if not info[2] then
+  redis.call('HSET', skey, 'failing_since', now)
+elseif now - tonumber(info[2]) >= tonumber(ARGV[11]) then
+  disable(p, sub, 'failing since ' .. info[2], now)
+  return 'disabled'
+end
+return state
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    allowed: bool
+    wait_ms: int
+    reason: str  # ok | probe | concurrency | rate_limited | breaker_open | breaker_probing
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    window_ms: int
+    min_requests: int
+    failure_rate: float
+    cooldown_ms: int
+    disable_after_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryQuery:
+    status: str = ""
+    subscription: str = ""
+    event_type: str = ""
+    since_ms: int | None = None
+    until_ms: int | None = None
+    offset: int = 0
+    limit: int = 20
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def deliver_payload(dlv_id: str, cycle: int, attempt: int) -> bytes:
+    """The arq job (in arq's own format) that makes attempt ``attempt`` of cycle ``cycle``."""
+    return serialize_job(DELIVER_JOB, (dlv_id, cycle, attempt), {}, None, now_ms())
 
 
 class DeliveryStore:
-    """Events, delivery records and their attempts."""
+    """Events, delivery records and their attempts, subscriptions and their limits."""
 
     def __init__(self, redis: Redis, prefix: str, *, retention: int) -> None:
         self.redis = redis
         self.prefix = prefix
         self.retention = retention
+        self.queue = prefix + "queue"  # the gateway's own arq queue (workers.main.queue_name)
         self._emit = redis.register_script(_EMIT)
         self._record = redis.register_script(_RECORD)
+        self._defer = redis.register_script(_DEFER)
+        self._rearm = redis.register_script(_REARM)
+        self._query = redis.register_script(_QUERY)
+        self._sub_create = redis.register_script(_SUB_CREATE)
+        self._sub_delete = redis.register_script(_SUB_DELETE)
+        self._sub_match = redis.register_script(_SUB_MATCH)
+        self._sub_rotate = redis.register_script(_SUB_ROTATE)
+        self._admit = redis.register_script(_ADMIT)
+        self._settle = redis.register_script(_SETTLE)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
+
+    # --- events and deliveries --------------------------------------------------------------
 
     async def emit(
         self,
         event: dict[str, Any],
         deliveries: list[tuple[str, dict[str, Any]]],
+        *,
+        now: int | None = None,
     ) -> tuple[bool, list[str]]:
         """Store an event and its delivery records once. Returns (created, delivery states)."""
-        event_id = str(event["id"])
-        api_id = event.get("api_id")
-        keys = [
-            self.key("evt", event_id),
-            self.key("reqevents", api_id) if api_id else "",
-            self.key("deliveries"),
-            *(self.key("dlv", dlv_id) for dlv_id, _ in deliveries),
-        ]
         args: list[str | int] = [
-            event_id,
-            json.dumps(event, separators=(",", ":"), ensure_ascii=False),
+            self.prefix,
+            str(event["id"]),
+            _json(event),
             self.retention,
-            now_ms(),
-            *(json.dumps(t, separators=(",", ":")) for _, t in deliveries),
+            now or now_ms(),
+            str(event.get("api_id") or ""),
+            str(event.get("type") or ""),
         ]
-        created, states = await self._emit(keys=keys, args=args)
+        for dlv_id, target in deliveries:
+            args += [dlv_id, _json(target), str(target.get("subscription") or "")]
+        created, states = await self._emit(keys=[], args=args)
         return bool(created), [str(s) for s in states]
+
+    async def record(
+        self,
+        dlv_id: str,
+        *,
+        cycle: int | None,
+        status: str,
+        attempts: int,
+        code: int | None,
+        error: str,
+        log_entry: dict[str, Any] | None = None,
+        retry_at: int | None = None,
+        now: int | None = None,
+    ) -> str:
+        """Record an attempt; with ``retry_at``, also write the job of the next attempt."""
+        job_id, payload = "", b""
+        if retry_at is not None:
+            job_cycle = cycle or 0
+            job_id = f"{dlv_id}:c{job_cycle}:a{attempts + 1}"
+            payload = deliver_payload(dlv_id, job_cycle, attempts + 1)
+        args: list[str | int | bytes] = [
+            self.prefix,
+            dlv_id,
+            "" if cycle is None else cycle,
+            status,
+            attempts,
+            "" if code is None else code,
+            error[:500],
+            now or now_ms(),
+            "" if retry_at is None else retry_at,
+            self.retention,
+            _json(log_entry) if log_entry else "",
+            self.queue,
+            job_id,
+            payload,
+        ]
+        return str(await self._record(keys=[], args=args))
 
     async def record_attempt(
         self,
@@ -91,20 +490,207 @@ class DeliveryStore:
         error: str,
         next_at: int | None,
     ) -> str:
-        args: list[str | int] = [
-            status,
-            attempts,
-            code if code is not None else "",
-            error[:500],
-            now_ms(),
-            next_at if next_at is not None else "",
-        ]
-        return str(await self._record(keys=[self.key("dlv", delivery_id)], args=args))
+        """Record an attempt outcome without scheduling anything (kept for older callers)."""
+        return await self.record(
+            delivery_id, cycle=None, status=status, attempts=attempts, code=code, error=error
+        )
+
+    async def defer(self, dlv_id: str, cycle: int, attempt: int, run_at: int) -> bool:
+        """Put attempt ``attempt`` off until ``run_at`` (ms) without counting it."""
+        payload = deliver_payload(dlv_id, cycle, attempt)
+        args: list[str | int | bytes] = [self.prefix, dlv_id, cycle, attempt, run_at, self.queue, payload]
+        return bool(await self._defer(keys=[], args=args))
+
+    async def rearm(self, dlv_id: str, *, now: int | None = None) -> int:
+        """Start a new cycle of a finished delivery. New cycle, or -1 pending, -2 missing."""
+        for _ in range(5):
+            cycle = await self.redis.hget(self.key("dlv", dlv_id), "cycle")  # type: ignore[misc]
+            if cycle is None:
+                return -2
+            payload = deliver_payload(dlv_id, int(cycle) + 1, 1)
+            args: list[str | int | bytes] = [
+                self.prefix,
+                dlv_id,
+                cycle,
+                now or now_ms(),
+                self.retention,
+                self.queue,
+                payload,
+            ]
+            result = int(await self._rearm(keys=[], args=args))
+            if result != -3:
+                return result
+        return -1  # someone else keeps re-arming it: it is pending now
 
     async def get_delivery(self, delivery_id: str) -> dict[str, str]:
         data: dict[str, str] = await self.redis.hgetall(self.key("dlv", delivery_id))  # type: ignore[misc]
         return data
 
+    async def get_deliveries(self, ids: list[str]) -> list[tuple[dict[str, str], list[dict[str, Any]]]]:
+        """Records and attempt logs of ``ids`` (missing ones skipped), in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for dlv_id in ids:
+                pipe.hgetall(self.key("dlv", dlv_id))
+                pipe.lrange(self.key("dlvlog", dlv_id), 0, -1)
+            raw = await pipe.execute()
+        out = []
+        for record, log in zip(raw[::2], raw[1::2], strict=True):
+            if record:
+                out.append((record, [json.loads(entry) for entry in log]))
+        return out
+
+    async def query(self, q: DeliveryQuery, *, now: int | None = None) -> tuple[int, list[str]]:
+        """Delivery ids matching ``q``, newest first: (total, one page)."""
+        if q.subscription:
+            index = self.key("deliveries", "sub", q.subscription)
+        elif q.event_type:
+            index = self.key("deliveries", "type", q.event_type)
+        elif q.status:
+            index = self.key("deliveries", "status", q.status)
+        else:
+            index = self.key("deliveries")
+        # The index's own filter needs no check per record.
+        status = "" if index.endswith(f"status:{q.status}") else q.status
+        event_type = "" if q.subscription == "" else q.event_type
+        cutoff = (now or now_ms()) - self.retention * 1000
+        args: list[str | int] = [
+            self.prefix,
+            index,
+            "-inf" if q.since_ms is None else q.since_ms,
+            "+inf" if q.until_ms is None else q.until_ms,
+            status,
+            "",
+            event_type,
+            q.offset,
+            q.limit,
+            cutoff,
+        ]
+        total, ids = await self._query(keys=[], args=args)
+        return int(total), [str(i) for i in ids]
+
+    async def event_deliveries(self, event_id: str) -> list[str]:
+        members: set[str] = await self.redis.smembers(self.key("evtdlv", event_id))  # type: ignore[misc]
+        return sorted(members)
+
     async def get_event(self, event_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(self.key("evt", event_id))
         return json.loads(raw) if raw else None
+
+    # --- subscriptions ----------------------------------------------------------------------
+
+    async def create_subscription(
+        self,
+        *,
+        url: str,
+        event_types: list[str],
+        description: str,
+        retry_schedule: list[float] | None,
+        rate_limit: float | None,
+        now: int | None = None,
+    ) -> dict[str, str]:
+        sub_id = "sub_" + secrets.token_hex(12)
+        at = now or now_ms()
+        fields: dict[str, str | int] = {
+            "id": sub_id,
+            "url": url,
+            "event_types": _json(event_types),
+            "description": description,
+            "secrets": _json([{"secret": new_webhook_secret(), "expires_at": 0}]),
+            "retry_schedule": _json(retry_schedule) if retry_schedule is not None else "",
+            "rate_limit": "" if rate_limit is None else str(rate_limit),
+            "status": "active",
+            "created_at": at,
+            "updated_at": at,
+        }
+        flat: list[str | int] = [v for pair in fields.items() for v in pair]
+        await self._sub_create(keys=[], args=[self.prefix, sub_id, at, _json(event_types), *flat])
+        return {k: str(v) for k, v in fields.items()}
+
+    async def get_subscription(self, sub_id: str) -> dict[str, str] | None:
+        data: dict[str, str] = await self.redis.hgetall(self.key("sub", sub_id))  # type: ignore[misc]
+        return data or None
+
+    async def list_subscriptions(self, offset: int, limit: int) -> tuple[int, list[dict[str, str]]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.key("subs"))
+            pipe.zrevrange(self.key("subs"), offset, offset + limit - 1)
+            total, ids = await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sub_id in ids:
+                pipe.hgetall(self.key("sub", sub_id))
+            records = await pipe.execute()
+        return int(total), [r for r in records if r]
+
+    async def delete_subscription(self, sub_id: str) -> bool:
+        return bool(await self._sub_delete(keys=[], args=[self.prefix, sub_id]))
+
+    async def rotate_secret(self, sub_id: str, grace_s: float, *, now: int | None = None) -> str | None:
+        """Give a subscription a new primary secret; the old one signs too for ``grace_s``."""
+        secret = new_webhook_secret()
+        args: list[str | int] = [self.prefix, sub_id, secret, now or now_ms(), int(grace_s * 1000)]
+        return secret if await self._sub_rotate(keys=[], args=args) else None
+
+    async def matching_subscriptions(self, event_type: str) -> list[tuple[str, str]]:
+        """(id, url) of the active subscriptions that want ``event_type``."""
+        include_star = "0" if event_type.startswith("subscription.") else "1"
+        flat = await self._sub_match(keys=[], args=[self.prefix, event_type, include_star])
+        return [(str(flat[i]), str(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    # --- limits, breaker, auto-disable --------------------------------------------------------
+
+    async def admit(
+        self,
+        sub_id: str,
+        *,
+        rate: float,
+        burst: int,
+        cap: int,
+        slot_ttl_ms: int,
+        concurrency_wait_ms: int,
+        now: int | None = None,
+    ) -> tuple[Admission, str]:
+        """Ask to attempt a delivery to ``sub_id`` now. Returns the answer and the slot token."""
+        token = secrets.token_hex(8)
+        args: list[str | int | float] = [
+            self.prefix,
+            sub_id,
+            now or now_ms(),
+            rate,
+            burst,
+            cap,
+            token,
+            slot_ttl_ms,
+            concurrency_wait_ms,
+        ]
+        allowed, wait_ms, reason = await self._admit(keys=[], args=args)
+        return Admission(bool(allowed), int(wait_ms), str(reason)), token
+
+    async def settle(
+        self,
+        sub_id: str,
+        token: str,
+        *,
+        ok: bool,
+        gone: bool,
+        policy: BreakerPolicy,
+        now: int | None = None,
+    ) -> str:
+        """Report an attempt's outcome. Returns the breaker state, or 'disabled'."""
+        args: list[str | int | float] = [
+            self.prefix,
+            sub_id,
+            token,
+            now or now_ms(),
+            "1" if ok else "0",
+            "1" if gone else "0",
+            policy.window_ms,
+            policy.min_requests,
+            policy.failure_rate,
+            policy.cooldown_ms,
+            policy.disable_after_ms,
+        ]
+        return str(await self._settle(keys=[], args=args))
+
+    async def breaker_state(self, sub_id: str) -> str:
+        state = await self.redis.hget(self.key("breaker", sub_id), "state")  # type: ignore[misc]
+        return str(state or "closed")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -17,6 +19,7 @@ from gateway.api.pagination import page
 from gateway.callbacks import REF_PARAM
 from gateway.errors import BadGateway, BadRequest, NotFound, UnsupportedMediaType, new_api_id
 from gateway.events import iso_ms
+from gateway.idempotency import Reply, run_idempotent
 from gateway.models import SubmitBody, WebhookTarget
 from gateway.state import GatewayState
 from gateway.store import NewRequest
@@ -31,7 +34,8 @@ def validation_message(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
-async def _parse_submit(request: Request, state: GatewayState) -> SubmitBody:
+async def _parse_submit(request: Request, state: GatewayState) -> tuple[SubmitBody, str]:
+    """The validated body and a hash of its canonical JSON (for Idempotency-Key checks)."""
     if media_type(request) != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
     raw = await read_limited(request, state.settings.GATEWAY_MAX_BODY_BYTES)
@@ -47,14 +51,19 @@ async def _parse_submit(request: Request, state: GatewayState) -> SubmitBody:
         raise BadRequest(validation_message(exc)) from exc
     if body.timeout is not None and body.timeout > state.settings.GATEWAY_MAX_TIMEOUT:
         raise BadRequest(f"timeout: at most {state.settings.GATEWAY_MAX_TIMEOUT} seconds")
+    if body.callback_url:
+        # Plivo's own async pattern: the caller's callback_url is a one-off webhook target.
+        body.targets.append(WebhookTarget(type="webhook", url=body.callback_url, method=body.callback_method))
     for index, target in enumerate(body.targets):
         if isinstance(target, WebhookTarget):
             why = await netguard.refusal(
                 target.url, allow_private=state.settings.GATEWAY_ALLOW_PRIVATE_WEBHOOKS
             )
             if why:
-                raise BadRequest(f"targets.{index}.url: {why}")
-    return body
+                where = "callback_url" if target.url == body.callback_url else f"targets.{index}.url"
+                raise BadRequest(f"{where}: {why}")
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return body, hashlib.sha256(canonical.encode()).hexdigest()
 
 
 # Which parameters carry status-callback URLs, per resource (plivo-protocol.md §3). Values the
@@ -69,10 +78,7 @@ def add_status_urls(resource: str, params: dict[str, Any], receiver: str) -> Non
             params["method" if name == "url" else name.replace("_url", "_method")] = "POST"
 
 
-@router.post("", status_code=202)
-async def submit(request: Request, state: State, _: ApiKey) -> JSONResponse:
-    """Send a request to Plivo asynchronously; its result arrives later as events."""
-    body = await _parse_submit(request, state)
+async def _send(state: GatewayState, body: SubmitBody) -> Reply:
     ref = secrets.token_urlsafe(12)
     params = dict(body.params)
     params["callback_url"] = f"{state.settings.callback_url}?{REF_PARAM}={ref}"
@@ -96,11 +102,22 @@ async def submit(request: Request, state: State, _: ApiKey) -> JSONResponse:
         )
     )
     log.info("submitted", api_id=api_id, resource=body.resource, upstream=reply.status_code)
-    return JSONResponse(
-        {"api_id": api_id, "message": "async api spawned", "status": "pending"},
-        status_code=202,
-        headers={"Location": f"/v1/requests/{api_id}"},
-    )
+    return Reply(202, {"api_id": api_id, "message": "async api spawned", "status": "pending"})
+
+
+@router.post("", status_code=202)
+async def submit(request: Request, state: State, key: ApiKey) -> JSONResponse:
+    """Send a request to Plivo asynchronously; its result arrives later as events."""
+    body, body_hash = await _parse_submit(request, state)
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is None:
+        reply = await _send(state, body)
+    else:
+        if not 1 <= len(idempotency_key) <= 255:
+            raise BadRequest("Idempotency-Key: 1 to 255 characters")
+        reply = await run_idempotent(state, key, idempotency_key, body_hash, lambda: _send(state, body))
+    headers = {"Location": f"/v1/requests/{reply.body['api_id']}"} if reply.status == 202 else None
+    return JSONResponse(reply.body, status_code=reply.status, headers=headers)
 
 
 def _loads(value: str | None, default: Any) -> Any:
@@ -137,9 +154,15 @@ async def list_requests(
 
 
 @router.get("/{api_id}")
-async def status(api_id: str, state: State, _: ApiKey) -> dict[str, Any]:
-    """The state of one submitted request, its result and its events."""
-    found = await state.store.get_request(api_id)
+async def status(
+    api_id: str,
+    state: State,
+    _: ApiKey,
+    wait: Annotated[float, Query(ge=0, le=60)] = 0,
+) -> dict[str, Any]:
+    """The state of one submitted request, its result and its events; ``wait`` holds it open
+    (up to 60 s) until the request leaves ``pending``."""
+    found = await _wait_while_pending(state, api_id, wait)
     if found is None:
         raise NotFound(f"no request with api_id {api_id}")
     record, events = found
@@ -151,3 +174,20 @@ async def status(api_id: str, state: State, _: ApiKey) -> dict[str, Any]:
         "result": result_entry.get("p") if result_entry else None,
         "events": events,
     }
+
+
+async def _wait_while_pending(
+    state: GatewayState, api_id: str, wait: float
+) -> tuple[dict[str, str], list[dict[str, Any]]] | None:
+    # Register before reading, so an event stored between the read and the wait still wakes us.
+    wake = state.notifier.register(api_id)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            found = await state.store.get_request(api_id)
+            remaining = deadline - time.monotonic()
+            if found is None or found[0].get("status") != "pending" or remaining <= 0:
+                return found
+            await state.notifier.wait(wake, remaining)
+    finally:
+        state.notifier.unregister(api_id, wake)

@@ -1,0 +1,148 @@
+"""Delivery logs, dead letters, manual retry and event replay."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from gateway.api.deps import ApiKey, State
+from gateway.api.pagination import page
+from gateway.errors import BadRequest, NotFound, new_api_id
+from gateway.events import iso_ms
+from gateway.store.delivery import DeliveryQuery
+
+router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
+events_router = APIRouter(prefix="/v1/events", tags=["events"])
+
+DeliveryStatus = Literal["pending", "succeeded", "failed"]
+
+
+def time_ms(name: str, value: str | None) -> int | None:
+    """A time filter: ISO 8601 (``2026-11-28T10:00:00Z``) or Unix seconds, as epoch ms."""
+    if value is None or value == "":
+        return None
+    try:
+        return int(float(value) * 1000)
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise BadRequest(f"{name}: not an ISO 8601 time or Unix seconds") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _iso(ms: str | None) -> str | None:
+    return iso_ms(int(ms)) if ms else None
+
+
+def _code(value: str | None) -> int | None:
+    return int(value) if value else None
+
+
+def delivery_view(record: dict[str, str], log: list[dict[str, Any]]) -> dict[str, Any]:
+    target = json.loads(record.get("target") or "{}")
+    target.pop("subscription", None)
+    status = record.get("status", "pending")
+    return {
+        "id": record.get("id"),
+        "event_id": record.get("event_id"),
+        "event_type": record.get("event_type") or None,
+        "subscription_id": record.get("sub") or None,
+        "target": target,
+        "status": status,
+        "attempt_count": len(log),
+        "replays": int(record.get("cycle") or 0),
+        "last_status_code": _code(record.get("last_code")),
+        "last_error": record.get("last_error") or None,
+        "created_at": _iso(record.get("created_at")),
+        "updated_at": _iso(record.get("updated_at")),
+        "next_attempt_at": _iso(record.get("next_attempt_at")) if status == "pending" else None,
+        "attempts": log,
+    }
+
+
+@router.get("")
+async def list_deliveries(
+    state: State,
+    _: ApiKey,
+    status: Annotated[DeliveryStatus | None, Query()] = None,
+    subscription_id: Annotated[str | None, Query(max_length=64)] = None,
+    event_type: Annotated[str | None, Query(max_length=64)] = None,
+    created_at__gte: Annotated[str | None, Query()] = None,
+    created_at__lte: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=20)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Deliveries with every attempt, newest first; filter by status, subscription, type, time."""
+    query = DeliveryQuery(
+        status=status or "",
+        subscription=subscription_id or "",
+        event_type=event_type or "",
+        since_ms=time_ms("created_at__gte", created_at__gte),
+        until_ms=time_ms("created_at__lte", created_at__lte),
+        offset=offset,
+        limit=limit,
+    )
+    total, ids = await state.deliveries.query(query)
+    found = await state.deliveries.get_deliveries(ids)
+    filters = {
+        "status": status or "",
+        "subscription_id": subscription_id or "",
+        "event_type": event_type or "",
+        "created_at__gte": created_at__gte or "",
+        "created_at__lte": created_at__lte or "",
+    }
+    meta = page("/v1/deliveries", limit, offset, total, filters)
+    return {"api_id": new_api_id(), **meta, "objects": [delivery_view(r, log) for r, log in found]}
+
+
+@router.get("/{delivery_id}")
+async def get_delivery(delivery_id: str, state: State, _: ApiKey) -> dict[str, Any]:
+    """One delivery and its attempts."""
+    found = await state.deliveries.get_deliveries([delivery_id])
+    if not found:
+        raise NotFound(f"no delivery with id {delivery_id}")
+    record, log = found[0]
+    return {"api_id": new_api_id(), "message": "delivery found", "delivery": delivery_view(record, log)}
+
+
+@router.post("/{delivery_id}/retry", status_code=202)
+async def retry_delivery(delivery_id: str, state: State, _: ApiKey) -> JSONResponse:
+    """Attempt a failed (or succeeded) delivery again, with a fresh retry schedule."""
+    cycle = await state.deliveries.rearm(delivery_id)
+    if cycle == -2:
+        raise NotFound(f"no delivery with id {delivery_id}")
+    if cycle == -1:
+        raise BadRequest("delivery is pending: its next attempt is already scheduled")
+    body = {
+        "api_id": new_api_id(),
+        "message": "delivery retry queued",
+        "delivery_id": delivery_id,
+        "status": "pending",
+    }
+    return JSONResponse(body, status_code=202)
+
+
+@events_router.post("/{event_id}/replay", status_code=202)
+async def replay_event(event_id: str, state: State, _: ApiKey) -> JSONResponse:
+    """Deliver an event to all of its targets again (queue targets too: a new job)."""
+    if await state.deliveries.get_event(event_id) is None:
+        raise NotFound(f"no event with id {event_id}")
+    queued = []
+    for dlv_id in await state.deliveries.event_deliveries(event_id):
+        if await state.deliveries.rearm(dlv_id) >= 0:
+            queued.append(dlv_id)
+    body = {
+        "api_id": new_api_id(),
+        "message": "event replay queued",
+        "event_id": event_id,
+        "deliveries": queued,
+    }
+    return JSONResponse(body, status_code=202)

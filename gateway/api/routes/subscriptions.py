@@ -1,0 +1,219 @@
+"""Subscriptions: webhook endpoints that receive every event of the types they name."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway import netguard
+from gateway.api.body import media_type, read_limited
+from gateway.api.deps import ApiKey, State
+from gateway.api.pagination import page
+from gateway.api.routes.deliveries import time_ms
+from gateway.errors import BadRequest, NotFound, UnsupportedMediaType, new_api_id
+from gateway.events import iso_ms
+from gateway.state import GatewayState
+from gateway.store.delivery import DeliveryQuery
+
+router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+
+EVENT_TYPES = frozenset(
+    {
+        "request.completed",
+        "request.timed_out",
+        "message.status",
+        "call.status",
+        "callback.unmatched",
+        "subscription.disabled",  # operator event: only to subscriptions that name it
+        "*",
+    }
+)
+MAX_DELAY_S = 7 * 86400
+
+
+class SubscriptionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(max_length=2048)
+    event_types: list[str] = Field(min_length=1, max_length=len(EVENT_TYPES))
+    description: str = Field(default="", max_length=500)
+    retry_schedule: list[float] | None = Field(default=None, min_length=1, max_length=20)
+    rate_limit: float | None = Field(default=None, gt=0, le=10_000)
+
+    @field_validator("event_types")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - EVENT_TYPES)
+        if unknown:
+            raise ValueError(
+                f"unknown event type(s) {', '.join(unknown)}; known: {', '.join(sorted(EVENT_TYPES))}"
+            )
+        return sorted(set(value))
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _schedule(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(d < 0 or d > MAX_DELAY_S for d in value):
+            raise ValueError(f"delays must be between 0 and {MAX_DELAY_S} seconds")
+        return value
+
+
+class ReplayBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    created_at__gte: str | None = None
+    created_at__lte: str | None = None
+
+
+def _validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+async def json_body(request: Request, state: GatewayState, *, optional: bool = False) -> dict[str, Any]:
+    """The JSON object in the body (415 for another type; ``optional``: an empty body is {})."""
+    raw = await read_limited(request, state.settings.GATEWAY_MAX_BODY_BYTES)
+    if optional and not raw.strip():
+        return {}
+    if media_type(request) != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    return data
+
+
+def _iso(ms: str | None) -> str | None:
+    return iso_ms(int(ms)) if ms else None
+
+
+def subscription_view(record: dict[str, str], *, with_secret: bool) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": record["id"],
+        "url": record["url"],
+        "event_types": json.loads(record["event_types"]),
+        "description": record.get("description", ""),
+        "status": record.get("status", "active"),
+        "retry_schedule": json.loads(record["retry_schedule"]) if record.get("retry_schedule") else None,
+        "rate_limit": float(record["rate_limit"]) if record.get("rate_limit") else None,
+        "created_at": _iso(record.get("created_at")),
+        "updated_at": _iso(record.get("updated_at")),
+        "disabled_at": _iso(record.get("disabled_at")),
+        "disabled_reason": record.get("disabled_reason") or None,
+    }
+    if with_secret:
+        held = json.loads(record.get("secrets") or "[]")
+        view["secret"] = held[0]["secret"] if held else None
+        view["previous_secret_expires_at"] = iso_ms(int(held[1]["expires_at"])) if len(held) > 1 else None
+    return view
+
+
+async def _found(state: GatewayState, sub_id: str) -> dict[str, str]:
+    record = await state.deliveries.get_subscription(sub_id)
+    if record is None:
+        raise NotFound(f"no subscription with id {sub_id}")
+    return record
+
+
+@router.post("", status_code=201)
+async def create_subscription(request: Request, state: State, _: ApiKey) -> JSONResponse:
+    """Subscribe a webhook URL to event types; the answer holds its whsec_ signing secret."""
+    try:
+        body = SubscriptionBody.model_validate(await json_body(request, state))
+    except ValidationError as exc:
+        raise BadRequest(_validation_message(exc)) from exc
+    settings = state.settings
+    why = await netguard.refusal(
+        body.url,
+        allow_private=settings.GATEWAY_ALLOW_PRIVATE_WEBHOOKS,
+        allow_cidrs=settings.GATEWAY_WEBHOOK_ALLOW_CIDRS,
+    )
+    if why:
+        raise BadRequest(f"url: {why}")
+    record = await state.deliveries.create_subscription(
+        url=body.url,
+        event_types=body.event_types,
+        description=body.description,
+        retry_schedule=body.retry_schedule,
+        rate_limit=body.rate_limit,
+    )
+    content = {
+        "api_id": new_api_id(),
+        "message": "subscription created",
+        "subscription": subscription_view(record, with_secret=True),
+    }
+    return JSONResponse(content, status_code=201, headers={"Location": f"/v1/subscriptions/{record['id']}"})
+
+
+@router.get("")
+async def list_subscriptions(
+    state: State,
+    _: ApiKey,
+    limit: Annotated[int, Query(ge=1, le=20)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Subscriptions, newest first (without their secrets)."""
+    total, records = await state.deliveries.list_subscriptions(offset, limit)
+    meta = page("/v1/subscriptions", limit, offset, total, {})
+    objects = [subscription_view(r, with_secret=False) for r in records]
+    return {"api_id": new_api_id(), **meta, "objects": objects}
+
+
+@router.get("/{sub_id}")
+async def get_subscription(sub_id: str, state: State, _: ApiKey) -> dict[str, Any]:
+    """One subscription, with its current signing secret."""
+    record = await _found(state, sub_id)
+    view = subscription_view(record, with_secret=True)
+    return {"api_id": new_api_id(), "message": "subscription found", "subscription": view}
+
+
+@router.delete("/{sub_id}", status_code=204)
+async def delete_subscription(sub_id: str, state: State, _: ApiKey) -> Response:
+    """Delete a subscription; its pending deliveries end as failed."""
+    if not await state.deliveries.delete_subscription(sub_id):
+        raise NotFound(f"no subscription with id {sub_id}")
+    return Response(status_code=204)
+
+
+@router.post("/{sub_id}/rotate-secret")
+async def rotate_secret(sub_id: str, state: State, _: ApiKey) -> dict[str, Any]:
+    """Give a subscription a new secret; the old one keeps signing for the rotation grace period."""
+    grace = state.settings.GATEWAY_SECRET_ROTATION_GRACE
+    if await state.deliveries.rotate_secret(sub_id, grace) is None:
+        raise NotFound(f"no subscription with id {sub_id}")
+    view = subscription_view(await _found(state, sub_id), with_secret=True)
+    return {"api_id": new_api_id(), "message": "secret rotated", "subscription": view}
+
+
+@router.post("/{sub_id}/replay", status_code=202)
+async def bulk_replay(sub_id: str, request: Request, state: State, _: ApiKey) -> JSONResponse:
+    """Re-queue the failed deliveries of a subscription in a time range (capped per call)."""
+    try:
+        body = ReplayBody.model_validate(await json_body(request, state, optional=True))
+    except ValidationError as exc:
+        raise BadRequest(_validation_message(exc)) from exc
+    await _found(state, sub_id)
+    cap = state.settings.GATEWAY_BULK_REPLAY_MAX
+    query = DeliveryQuery(
+        status="failed",
+        subscription=sub_id,
+        since_ms=time_ms("created_at__gte", body.created_at__gte),
+        until_ms=time_ms("created_at__lte", body.created_at__lte),
+        limit=cap,
+    )
+    total, ids = await state.deliveries.query(query)
+    queued = [d for d in ids if await state.deliveries.rearm(d) >= 0]
+    content = {
+        "api_id": new_api_id(),
+        "message": "replay queued",
+        "subscription_id": sub_id,
+        "replayed": len(queued),
+        "remaining": max(0, total - len(ids)),
+    }
+    return JSONResponse(content, status_code=202)
