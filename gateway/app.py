@@ -84,13 +84,16 @@ def create_app(settings: Settings) -> FastAPI:
             ),
             limiter=limiter,
         )
-        notifier = Notifier(redis, settings.GATEWAY_KEY_PREFIX + "notify")
+        # Pub/sub blocks on reads by design: its connection must not have a read timeout.
+        notify_redis = make_redis(settings, socket_timeout=None)
+        notifier = Notifier(notify_redis, settings.GATEWAY_KEY_PREFIX + "notify")
         notifier.start()
         app.state.gw = GatewayState(settings, redis, store, http, plivo, notifier)
         try:
             yield
         finally:
             await notifier.close()
+            await notify_redis.aclose()
             await http.aclose()
             await redis.aclose()
 

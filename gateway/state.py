@@ -27,12 +27,12 @@ class GatewayState:
         self.deliveries = make_delivery_store(self.settings, self.redis)
 
 
-def make_redis(settings: Settings) -> Redis:
+def make_redis(settings: Settings, *, socket_timeout: float | None = 5.0) -> Redis:
     client: Redis = Redis.from_url(
         settings.REDIS_URL,
         decode_responses=True,
         socket_connect_timeout=2.0,
-        socket_timeout=5.0,
+        socket_timeout=socket_timeout,
         health_check_interval=15,
         retry_on_timeout=False,
     )
