@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -64,6 +65,15 @@ def serve(
     )
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (it comes with uvicorn[standard]): a faster loop for the worker."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 @cli.command()
 def worker() -> None:
     """Run the worker that correlates callbacks, fans out events and delivers them."""
@@ -71,7 +81,8 @@ def worker() -> None:
 
     settings = load_settings()
     logs.configure(settings.LOG_FORMAT, settings.LOG_LEVEL)
-    asyncio.run(run_worker(settings))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(run_worker(settings))
 
 
 @cli.command()

@@ -27,7 +27,6 @@ from workers.fanout import fan_out
 
 log = logs.get("workers.consumer")
 
-BATCH = 64
 CLAIM_EVERY_S = 5.0
 
 
@@ -79,67 +78,102 @@ async def _notify(ctx: WorkerContext, api_id: str) -> None:
     await ctx.redis.publish(ctx.store.key("notify"), api_id)
 
 
-async def _process(ctx: WorkerContext, entries: list[tuple[str, dict[str, str]]]) -> None:
-    async def one(entry_id: str, fields: dict[str, str]) -> str | None:
-        try:
-            await handle_entry(ctx, fields["e"], final=fields.get("final") == "1")
-        except (RedisError, OSError) as exc:
-            log.warning("entry_retry_later", entry=entry_id, error=type(exc).__name__)
-            return None  # left pending; claimed again later
-        except Exception:
-            # A poison entry must not block the stream forever: log it and keep it for inspection.
-            log.exception("entry_failed", entry=entry_id)
-            await ctx.redis.xadd(ctx.store.key("inbox_failed"), {"e": fields.get("e", "")})
-        return entry_id
+async def _one(ctx: WorkerContext, entry_id: str, fields: dict[str, str]) -> None:
+    """Handle one entry, then acknowledge it (XACK + XDEL in one MULTI)."""
+    try:
+        await handle_entry(ctx, fields["e"], final=fields.get("final") == "1")
+    except (RedisError, OSError) as exc:
+        log.warning("entry_retry_later", entry=entry_id, error=type(exc).__name__)
+        return  # left pending in the group; claimed again later
+    except Exception:
+        # A poison entry must not block the stream forever: log it and keep it for inspection.
+        log.exception("entry_failed", entry=entry_id)
+        await ctx.redis.xadd(ctx.store.key("inbox_failed"), {"e": fields.get("e", "")})
+    async with ctx.redis.pipeline(transaction=True) as pipe:
+        pipe.xack(ctx.store.inbox, INBOX_GROUP, entry_id)
+        pipe.xdel(ctx.store.inbox, entry_id)
+        await pipe.execute()
 
-    done = [e for e in await asyncio.gather(*(one(i, f) for i, f in entries)) if e]
-    if done:
-        async with ctx.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(ctx.store.inbox, INBOX_GROUP, *done)
-            pipe.xdel(ctx.store.inbox, *done)
-            await pipe.execute()
+
+class _InFlight:
+    """Up to ``capacity`` entries handled at once, each acknowledged as soon as it is done: a
+    slow delivery holds one slot, not a whole batch."""
+
+    def __init__(self, ctx: WorkerContext, capacity: int) -> None:
+        self.ctx = ctx
+        self.capacity = capacity
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self.tasks)
+
+    def spawn(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        for entry_id, fields in entries:
+            if fields:  # a claimed entry deleted meanwhile comes back empty
+                task = asyncio.create_task(_one(self.ctx, entry_id, fields))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+    async def wait_for_slot(self) -> None:
+        if self.free <= 0:
+            await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    async def drain(self) -> None:
+        if self.tasks:
+            await asyncio.wait(self.tasks)
+
+
+async def _read(ctx: WorkerContext, name: str, flight: _InFlight, claim: bool) -> None:
+    await flight.wait_for_slot()
+    if claim:
+        claimed = await ctx.redis.xautoclaim(
+            ctx.store.inbox,
+            INBOX_GROUP,
+            name,
+            min_idle_time=int(ctx.settings.WORKER_CLAIM_IDLE * 1000),
+            start_id="0-0",
+            count=max(1, flight.free),
+        )
+        flight.spawn(claimed[1])
+        await flight.wait_for_slot()
+    reply = await ctx.redis.xreadgroup(
+        INBOX_GROUP, name, {ctx.store.inbox: ">"}, count=max(1, flight.free), block=500
+    )
+    for _, entries in reply or []:
+        flight.spawn(entries)
 
 
 async def run_consumer(ctx: WorkerContext, stop: asyncio.Event) -> None:
-    """Read the inbox until ``stop`` is set; a batch in flight is finished before returning."""
+    """Read the inbox until ``stop`` is set; entries in flight are finished before returning."""
     await ctx.store.ensure_group()
     name = consumer_name()
     loop = asyncio.get_running_loop()
+    flight = _InFlight(ctx, ctx.settings.WORKER_CONCURRENCY)
     next_claim = 0.0
-    while not stop.is_set():
-        try:
-            if loop.time() >= next_claim:
-                next_claim = loop.time() + CLAIM_EVERY_S
-                claimed = await ctx.redis.xautoclaim(
-                    ctx.store.inbox,
-                    INBOX_GROUP,
-                    name,
-                    min_idle_time=int(ctx.settings.WORKER_CLAIM_IDLE * 1000),
-                    start_id="0-0",
-                    count=BATCH,
-                )
-                stale = [(i, f) for i, f in claimed[1] if f]
-                if stale:
-                    await _process(ctx, stale)
-            reply = await ctx.redis.xreadgroup(
-                INBOX_GROUP, name, {ctx.store.inbox: ">"}, count=BATCH, block=500
-            )
-            for _, entries in reply or []:
-                await _process(ctx, entries)
-        except ResponseError as exc:
-            if "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc):
-                # The stream was deleted under us (an operator's FLUSHDB): recreate it.
-                await _recreate(ctx)
-            else:
-                log.error("inbox_error", error=str(exc))
+    try:
+        while not stop.is_set():
+            try:
+                claim = loop.time() >= next_claim
+                if claim:
+                    next_claim = loop.time() + CLAIM_EVERY_S
+                await _read(ctx, name, flight, claim)
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc):
+                    # The stream was deleted under us (an operator's FLUSHDB): recreate it.
+                    await _recreate(ctx)
+                else:
+                    log.error("inbox_error", error=str(exc))
+                    await asyncio.sleep(0.5)
+            except (RedisError, OSError) as exc:
+                log.warning("inbox_unavailable", error=type(exc).__name__)
                 await asyncio.sleep(0.5)
-        except (RedisError, OSError) as exc:
-            log.warning("inbox_unavailable", error=type(exc).__name__)
-            await asyncio.sleep(0.5)
-        except Exception:
-            # The consumer must outlive any bug in one batch: log it and go on.
-            log.exception("consumer_error")
-            await asyncio.sleep(0.5)
+            except Exception:
+                # The consumer must outlive any bug: log it and go on.
+                log.exception("consumer_error")
+                await asyncio.sleep(0.5)
+    finally:
+        await flight.drain()
 
 
 async def _recreate(ctx: WorkerContext) -> None:
