@@ -158,6 +158,45 @@ async def test_async_mode_callback_url_receives_the_event(stack: Stack) -> None:
     assert event["type"] == "request.completed"
 
 
+async def test_async_mode_with_get_puts_the_signed_event_in_the_query(stack: Stack, redis: Redis) -> None:
+    from standardwebhooks import Webhook
+
+    from tests.support.servers import ServerThread
+
+    got: list[httpx.Request] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            got.append(
+                httpx.Request(
+                    scope["method"],
+                    "http://x" + scope["path"] + "?" + scope["query_string"].decode(),
+                    headers=[(k.decode(), v.decode()) for k, v in scope["headers"]],
+                )
+            )
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+    server = ServerThread(app).start()
+    try:
+        body = {
+            "resource": "Call/",
+            "params": CALL,
+            "callback_url": server.url + "/get",
+            "callback_method": "GET",
+        }
+        api_id = (await stack.submit(body)).json()["api_id"]
+        await wait_until(lambda: got)
+    finally:
+        server.stop()
+    request = got[0]
+    assert request.method == "GET"
+    payload = request.url.params["event"]
+    secret = await redis.get(stack.settings.GATEWAY_KEY_PREFIX + "webhook_secret")
+    event = Webhook(secret).verify(payload, dict(request.headers))
+    assert event["api_id"] == api_id
+
+
 async def test_rate_limiter_holds_a_burst_across_two_instances(stack_factory: Any) -> None:
     limit, window = 250, 0.5
     stack = await stack_factory(

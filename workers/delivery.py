@@ -24,6 +24,7 @@ import hashlib
 import json
 import secrets
 import time
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,6 +216,18 @@ def signing_secrets(ctx: WorkerContext, sub: dict[str, str] | None) -> list[str]
     return [s["secret"] for s in held if not s.get("expires_at") or int(s["expires_at"]) > now]
 
 
+def _open(
+    ctx: WorkerContext, job: Job, url: str, body: bytes, headers: dict[str, str]
+) -> AbstractAsyncContextManager[httpx.Response]:
+    """POST the event as JSON; a per-request target that asked for GET (Plivo's
+    ``callback_method=GET`` pattern) gets the same JSON, and signature, in the ``event`` query
+    parameter."""
+    if job.sub is None and job.target.get("method") == "GET":
+        headers = {k: v for k, v in headers.items() if k != "content-type"}
+        return ctx.http.stream("GET", url, params={"event": body.decode("utf-8")}, headers=headers)
+    return ctx.http.stream("POST", url, content=body, headers=headers)
+
+
 async def _send_webhook(ctx: WorkerContext, job: Job) -> Attempt:
     event = job.event
     body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -230,7 +243,7 @@ async def _send_webhook(ctx: WorkerContext, job: Job) -> Attempt:
     limit = ctx.settings.GATEWAY_MAX_RESPONSE_BYTES
     try:
         async with asyncio.timeout(ctx.settings.GATEWAY_DELIVERY_TIMEOUT):
-            async with ctx.http.stream("POST", url, content=body, headers=headers) as response:
+            async with _open(ctx, job, url, body, headers) as response:
                 answer = await _drain(response, limit)
     except (TimeoutError, httpx.TimeoutException) as exc:
         return Attempt(Outcome.TIMEOUT, None, f"timeout: {type(exc).__name__}", None)

@@ -57,7 +57,9 @@ async def _parse_submit(request: Request, state: GatewayState) -> tuple[SubmitBo
     for index, target in enumerate(body.targets):
         if isinstance(target, WebhookTarget):
             why = await netguard.refusal(
-                target.url, allow_private=state.settings.GATEWAY_ALLOW_PRIVATE_WEBHOOKS
+                target.url,
+                allow_private=state.settings.GATEWAY_ALLOW_PRIVATE_WEBHOOKS,
+                allow_cidrs=state.settings.GATEWAY_WEBHOOK_ALLOW_CIDRS,
             )
             if why:
                 where = "callback_url" if target.url == body.callback_url else f"targets.{index}.url"
