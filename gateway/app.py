@@ -103,9 +103,11 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # FastAPI's built-in OpenTelemetry hooks wrap every request; off unless tracing is set up.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     _install_handlers(app)
-    app.include_router(receiver.router)
+    app.router.routes.append(receiver.route)
     app.include_router(requests.router)
     app.include_router(streams.router)
     app.include_router(callbacks.router)
