@@ -13,7 +13,10 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import logs
+from gateway.api import conformance
 from gateway.api.routes import callbacks, deliveries, health, receiver, requests, streams, subscriptions
+from gateway.api.routes.proxy import router as proxy_router
+from gateway.api.routes.proxy import tokens_router
 from gateway.errors import GatewayError, new_api_id
 from gateway.notify import Notifier
 from gateway.ratelimit import SharedRateLimiter
@@ -107,6 +110,9 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     _install_handlers(app)
+    conformance.install(app)
+    app.include_router(proxy_router)
+    app.include_router(tokens_router)
     app.router.routes.append(receiver.route)
     app.include_router(requests.router)
     app.include_router(streams.router)

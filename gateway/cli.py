@@ -50,6 +50,12 @@ def serve(
     if settings.GATEWAY_VERIFY_SIGNATURES and not settings.PLIVO_AUTH_TOKEN.get_secret_value():
         typer.echo("refusing to start: PLIVO_AUTH_TOKEN is needed to verify callbacks", err=True)
         raise typer.Exit(2)
+    from gateway import tls
+
+    tls_problem = tls.problem(settings)
+    if tls_problem:
+        typer.echo(f"refusing to start: {tls_problem}", err=True)
+        raise typer.Exit(2)
     logs.configure(settings.LOG_FORMAT, settings.LOG_LEVEL)
     if not settings.GATEWAY_VERIFY_SIGNATURES:
         logs.get("gateway.cli").warning("signature_verification_disabled")
@@ -62,6 +68,7 @@ def serve(
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=10,
+        **tls.uvicorn_options(settings),
     )
 
 

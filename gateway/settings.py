@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     GATEWAY_DEFAULT_TIMEOUT: int = Field(default=3600, gt=0)
     GATEWAY_MAX_TIMEOUT: int = Field(default=7 * 86400, gt=0)
     GATEWAY_IDEMPOTENCY_TTL: int = Field(default=86400, gt=0)
+    GATEWAY_API_RATE_LIMIT: int = Field(default=600, ge=0)
+    GATEWAY_API_RATE_WINDOW: float = Field(default=5.0, gt=0)
+    GATEWAY_TLS_CERT_FILE: str = ""
+    GATEWAY_TLS_KEY_FILE: str = ""
+
+    # --- drop-in proxy (/v1/Account/{auth_id}/...) ---------------------------------------------
+    GATEWAY_PROXY_TOKEN_SECRET: SecretStr = SecretStr("")
+    GATEWAY_PROXY_PASSTHROUGH: bool = False
 
     # --- receiver and correlation ------------------------------------------------------------
     GATEWAY_UNMATCHED_GRACE: int = Field(default=300, ge=0)
@@ -62,6 +70,7 @@ class Settings(BaseSettings):
     # --- delivery ----------------------------------------------------------------------------
     GATEWAY_WEBHOOK_SECRET: SecretStr | None = None
     GATEWAY_ALLOW_PRIVATE_WEBHOOKS: bool = False
+    GATEWAY_WEBHOOK_HTTPS_ONLY: bool = False
     GATEWAY_RETRY_SCHEDULE: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE)
     )

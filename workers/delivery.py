@@ -24,6 +24,7 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ from gateway.events import envelope, iso_ms
 from gateway.settings import Settings
 from gateway.signing import sign_webhook
 from gateway.store.delivery import DELIVER_JOB, OPERATOR_EVENT_JOB, BreakerPolicy
+from workers import relay
 from workers.context import WorkerContext
 from workers.retry import Outcome, classify_status, next_delay, parse_retry_after
 
@@ -72,6 +74,8 @@ def target_key(target: dict[str, Any]) -> str:
         return f"sub:{target['subscription']}"
     if target.get("type") == "queue":
         return f"queue:{target['queue']}:{target['function']}"
+    if target.get("type") == relay.RELAY:
+        return f"relay:{target['url']}"
     return f"webhook:{target['url']}"
 
 
@@ -202,6 +206,8 @@ async def _send(ctx: WorkerContext, job: Job) -> Attempt:
     started = time.monotonic()
     if job.target.get("type") == "queue":
         result = await _enqueue(ctx, job)
+    elif job.target.get("type") == relay.RELAY:
+        result = await _send_relay(ctx, job)
     else:
         result = await _send_webhook(ctx, job)
     ms = round((time.monotonic() - started) * 1000, 1)
@@ -240,10 +246,27 @@ async def _send_webhook(ctx: WorkerContext, job: Job) -> Attempt:
         "webhook-signature": sign_webhook(signing_secrets(ctx, job.sub), str(event["id"]), timestamp, body),
     }
     url = str(job.sub["url"] if job.sub else job.target["url"])
+    return await _exchange(ctx, lambda: _open(ctx, job, url, body, headers))
+
+
+async def _send_relay(ctx: WorkerContext, job: Job) -> Attempt:
+    """A drop-in proxy client's callback: Plivo's form and V3 signature (workers.relay)."""
+    if job.event.get("type") not in relay.RELAYED_TYPES:
+        return Attempt(Outcome.SUCCESS, None, "", None, "not relayed: not a Plivo callback")
+    req = relay.build(ctx.settings, job.target, job.event)
+    return await _exchange(
+        ctx, lambda: ctx.http.stream(req.method, req.url, content=req.content, headers=req.headers)
+    )
+
+
+async def _exchange(
+    ctx: WorkerContext, opener: Callable[[], AbstractAsyncContextManager[httpx.Response]]
+) -> Attempt:
+    """One HTTP exchange under the attempt deadline, its answer read up to the size limit."""
     limit = ctx.settings.GATEWAY_MAX_RESPONSE_BYTES
     try:
         async with asyncio.timeout(ctx.settings.GATEWAY_DELIVERY_TIMEOUT):
-            async with _open(ctx, job, url, body, headers) as response:
+            async with opener() as response:
                 answer = await _drain(response, limit)
     except (TimeoutError, httpx.TimeoutException) as exc:
         return Attempt(Outcome.TIMEOUT, None, f"timeout: {type(exc).__name__}", None)

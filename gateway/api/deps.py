@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from gateway.api import ratelimit_keys
 from gateway.errors import Unauthorized
 from gateway.state import GatewayState
 
@@ -33,6 +34,7 @@ async def require_api_key(request: Request, state: State) -> str:
         found |= hmac.compare_digest(key.encode(), token.strip().encode())
     if not found:
         raise Unauthorized("unknown API key")
+    await ratelimit_keys.enforce(request, state, "key:" + token.strip())
     return token
 
 

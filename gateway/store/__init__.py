@@ -20,6 +20,8 @@ status callbacks, ``none:<cb_id>`` for callbacks with nothing to correlate on.
 | ``evt:{event_id}``     | string | retention                  | emit                  | status API, worker |
 | ``dlv:{delivery_id}``  | hash   | retention                  | emit, worker          | deliveries API     |
 | ``webhook_secret``     | string | none                       | first start (SET NX)  | worker             |
+| ``apirate:{caller}``   | string | ``GATEWAY_API_RATE_WINDOW``| API key dependency    | the same (1 script)|
+| ``ptok:{token_id}``    | hash   | none (deleted on revoke)   | proxy_tokens API      | proxy auth         |
 
 Inbox entries have one field ``e``: the callback as JSON (``cb`` id, ``at`` ms, ``m`` method, ``q`` raw
 query, ``enc`` encoding, ``p`` params). A parked callback is that same JSON, so moving it back into
@@ -40,9 +42,12 @@ Flow and why it is safe against a crash between any two steps:
 ``submit`` stores the request and, in the same script, moves anything parked under its ``api:`` or
 ``ref:`` ckey back into the inbox: whichever of submit and callback runs first, exactly one
 correlation completes the request.
+
+The front door's keys (``apirate:``, ``ptok:``) are described in ``gateway.store.frontdoor``.
 """
 
 from gateway.store.core import INBOX_GROUP, Correlation, NewRequest, Store, now_ms
 from gateway.store.delivery import DeliveryStore
+from gateway.store.frontdoor import FrontDoorStore
 
-__all__ = ["INBOX_GROUP", "Correlation", "DeliveryStore", "NewRequest", "Store", "now_ms"]
+__all__ = ["INBOX_GROUP", "Correlation", "DeliveryStore", "FrontDoorStore", "NewRequest", "Store", "now_ms"]

@@ -30,7 +30,13 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE = DEPLOY / "docker-compose.yml"
 REDIS_CONF = DEPLOY / "redis.conf"
 
-SECRET_NAMES = {"PLIVO_AUTH_TOKEN", "PLIVO_MAIN_AUTH_TOKEN", "GATEWAY_API_KEYS", "GATEWAY_WEBHOOK_SECRET"}
+SECRET_NAMES = {
+    "PLIVO_AUTH_TOKEN",
+    "PLIVO_MAIN_AUTH_TOKEN",
+    "GATEWAY_API_KEYS",
+    "GATEWAY_WEBHOOK_SECRET",
+    "GATEWAY_PROXY_TOKEN_SECRET",
+}
 # ConfigMap values that describe the deployment rather than the gateway; all others equal .env.example.
 DEPLOYMENT_SPECIFIC = {"REDIS_URL", "GATEWAY_PUBLIC_URL"}
 SERVE = ["callback-gateway", "serve", "--host", "0.0.0.0", "--port", "8000"]

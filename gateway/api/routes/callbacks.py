@@ -24,6 +24,7 @@ async def unmatched(
     total, events = await state.store.list_unmatched(limit, offset)
     return {
         "api_id": new_api_id(),
+        "message": "unmatched callbacks listed",
         **page("/v1/callbacks/unmatched", limit, offset, total, {}),
         "objects": events,
     }

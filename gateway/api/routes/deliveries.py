@@ -100,7 +100,8 @@ async def list_deliveries(
         "created_at__lte": created_at__lte or "",
     }
     meta = page("/v1/deliveries", limit, offset, total, filters)
-    return {"api_id": new_api_id(), **meta, "objects": [delivery_view(r, log) for r, log in found]}
+    objects = [delivery_view(r, log) for r, log in found]
+    return {"api_id": new_api_id(), "message": "deliveries listed", **meta, "objects": objects}
 
 
 @router.get("/{delivery_id}")

@@ -23,6 +23,7 @@ from gateway.idempotency import Reply, run_idempotent
 from gateway.models import SubmitBody, WebhookTarget
 from gateway.state import GatewayState
 from gateway.store import NewRequest
+from gateway.webhook_policy import https_refusal
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"])
 log = logs.get("gateway.requests")
@@ -61,6 +62,7 @@ async def _parse_submit(request: Request, state: GatewayState) -> tuple[SubmitBo
                 allow_private=state.settings.GATEWAY_ALLOW_PRIVATE_WEBHOOKS,
                 allow_cidrs=state.settings.GATEWAY_WEBHOOK_ALLOW_CIDRS,
             )
+            why = https_refusal(state.settings, target.url) or why
             if why:
                 where = "callback_url" if target.url == body.callback_url else f"targets.{index}.url"
                 raise BadRequest(f"{where}: {why}")
@@ -152,7 +154,12 @@ async def list_requests(
     """Submitted requests, newest first, optionally of one status."""
     total, records = await state.store.list_requests(status, limit, offset)
     meta = page("/v1/requests", limit, offset, total, {"status": status or ""})
-    return {"api_id": new_api_id(), **meta, "objects": [_summary(r) for r in records]}
+    return {
+        "api_id": new_api_id(),
+        "message": "requests listed",
+        **meta,
+        "objects": [_summary(r) for r in records],
+    }
 
 
 @router.get("/{api_id}")

@@ -51,7 +51,11 @@ async def _stream(
         state.notifier.unregister(api_id, wake)
 
 
-@router.get("/{api_id}/events")
+@router.get(
+    "/{api_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
+)
 async def events(
     api_id: str,
     request: Request,

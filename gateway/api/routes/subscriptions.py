@@ -18,6 +18,7 @@ from gateway.errors import BadRequest, NotFound, UnsupportedMediaType, new_api_i
 from gateway.events import iso_ms
 from gateway.state import GatewayState
 from gateway.store.delivery import DeliveryQuery
+from gateway.webhook_policy import https_refusal
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
@@ -134,6 +135,7 @@ async def create_subscription(request: Request, state: State, _: ApiKey) -> JSON
         allow_private=settings.GATEWAY_ALLOW_PRIVATE_WEBHOOKS,
         allow_cidrs=settings.GATEWAY_WEBHOOK_ALLOW_CIDRS,
     )
+    why = https_refusal(settings, body.url) or why
     if why:
         raise BadRequest(f"url: {why}")
     record = await state.deliveries.create_subscription(
@@ -162,7 +164,7 @@ async def list_subscriptions(
     total, records = await state.deliveries.list_subscriptions(offset, limit)
     meta = page("/v1/subscriptions", limit, offset, total, {})
     objects = [subscription_view(r, with_secret=False) for r in records]
-    return {"api_id": new_api_id(), **meta, "objects": objects}
+    return {"api_id": new_api_id(), "message": "subscriptions listed", **meta, "objects": objects}
 
 
 @router.get("/{sub_id}")

@@ -1,0 +1,103 @@
+"""The drop-in proxy (Plivo's API, forwarded) and the tokens that authenticate it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from gateway import logs, proxy
+from gateway.api import ratelimit_keys
+from gateway.api.body import media_type, read_limited
+from gateway.api.deps import ApiKey, State
+from gateway.errors import BadRequest, NotFound, UnsupportedMediaType, new_api_id
+from gateway.events import iso_ms
+from gateway.proxy_tokens import derive, new_token_id, token_hash
+from gateway.store import now_ms
+
+router = APIRouter(prefix="/v1/Account", tags=["proxy"])
+tokens_router = APIRouter(prefix="/v1/proxy_tokens", tags=["proxy"])
+log = logs.get("gateway.proxy")
+
+PASSED_HEADERS = ("retry-after",)
+
+
+PATH = "/{auth_id}/{resource:path}"
+
+
+# One operation per method: OpenAPI wants a distinct operation id for each.
+@router.get(PATH, operation_id="proxy_get")
+@router.post(PATH, operation_id="proxy_post")
+@router.delete(PATH, operation_id="proxy_delete")
+async def forward(auth_id: str, resource: str, request: Request, state: State) -> Response:
+    """Plivo's API, drop-in: forwarded upstream; async callbacks come back re-signed to the client."""
+    token_id = await proxy.authenticate(request, state, auth_id)
+    resource = proxy.check_resource(resource)
+    params = await proxy.read_params(request, state)
+    method = request.method
+    is_async = "callback_url" in (params if isinstance(params, dict) else dict(params))
+    if is_async:
+        as_dict = params if isinstance(params, dict) else dict(params)
+        reply = await proxy.forward_async(state, method, resource, as_dict, token_id)
+    else:
+        reply = await proxy.forward(state, method, resource, params)
+    log.info("proxied", resource=resource, upstream=reply.status_code, mode="async" if is_async else "sync")
+    headers = {name: reply.headers[name] for name in PASSED_HEADERS if name in reply.headers}
+    return Response(
+        reply.content,
+        status_code=reply.status_code,
+        media_type=reply.headers.get("content-type"),
+        headers=headers,
+    )
+
+
+async def _description(request: Request, state: State) -> str:
+    raw = await read_limited(request, state.settings.GATEWAY_MAX_BODY_BYTES)
+    if not raw.strip():
+        return ""
+    if media_type(request) != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    try:
+        data: Any = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    description = data.get("description", "") if isinstance(data, dict) else None
+    if not isinstance(description, str) or len(description) > 256:
+        raise BadRequest("description: a string of at most 256 characters")
+    return description
+
+
+@tokens_router.post("", status_code=201)
+async def create_token(request: Request, state: State, _: ApiKey) -> JSONResponse:
+    """Issue a token for the drop-in proxy; it is shown once, only its hash is kept."""
+    description = await _description(request, state)
+    secret = state.settings.GATEWAY_PROXY_TOKEN_SECRET.get_secret_value()
+    if not secret:
+        raise BadRequest("the gateway issues no proxy tokens: GATEWAY_PROXY_TOKEN_SECRET is not set")
+    token_id = new_token_id()
+    token = derive(secret, token_id)
+    created = now_ms()
+    await ratelimit_keys.frontdoor(request, state).save_token(
+        token_id, token_hash(token), created, description
+    )
+    log.info("proxy_token_created", token_id=token_id)
+    view = {
+        "id": token_id,
+        "auth_id": state.settings.PLIVO_AUTH_ID,
+        "token": token,
+        "description": description,
+        "created_at": iso_ms(created),
+    }
+    body = {"api_id": new_api_id(), "message": "proxy token created", "proxy_token": view}
+    return JSONResponse(body, status_code=201)
+
+
+@tokens_router.delete("/{token_id}", status_code=204)
+async def revoke_token(token_id: str, request: Request, state: State, _: ApiKey) -> Response:
+    """Revoke a proxy token: the proxy refuses it from now on."""
+    if not await ratelimit_keys.frontdoor(request, state).delete_token(token_id):
+        raise NotFound(f"no proxy token with id {token_id}")
+    log.info("proxy_token_revoked", token_id=token_id)
+    return Response(status_code=204)

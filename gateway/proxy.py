@@ -1,0 +1,172 @@
+"""The drop-in proxy: Plivo's own API on the gateway, for clients that only change a base URL.
+
+``/v1/Account/{auth_id}/{resource}`` takes what Plivo takes (Basic auth, JSON on POST, a query
+string on GET/DELETE) and forwards it once to Plivo with the gateway's credentials; Plivo's answer
+comes back unchanged (status, body, ``api_id``), errors included, so SDKs raise what they would
+raise. A request with ``callback_url`` is asynchronous: the gateway puts its receiver in its place
+and keeps the client's URL as the request's ``plivo_relay`` target, which gets the callback as
+Plivo would have sent it, re-signed (V3) with the client's own token (``gateway.proxy_tokens``).
+Subscriptions get the same event as for any other request.
+
+Not retried here, unlike ``/v1/requests``: a client of Plivo's API already owns its retry policy,
+and answering with Plivo's own status is what the drop-in promises. The shared upstream rate
+limiter still applies, so proxy and gateway traffic together stay under the account's limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import re
+import secrets
+from typing import Any
+
+import httpx
+from fastapi import Request
+
+from gateway.api import ratelimit_keys
+from gateway.api.body import media_type, read_limited
+from gateway.callbacks import REF_PARAM
+from gateway.errors import BadGateway, BadRequest, NotFound, Unauthorized, UnsupportedMediaType
+from gateway.proxy_tokens import RELAY, token_hash, token_id_of
+from gateway.ratelimit import SharedRateLimiter
+from gateway.state import GatewayState
+from gateway.store import NewRequest
+from gateway.webhook_policy import refusal
+
+_RESOURCE = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-.]+)*/?$")
+Params = dict[str, Any]
+
+
+def _unauthorized(message: str = "authentication failed") -> Unauthorized:
+    error = Unauthorized(message)
+    error.headers["WWW-Authenticate"] = 'Basic realm="plivo"'
+    return error
+
+
+def _basic(request: Request) -> tuple[str, str]:
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        raise _unauthorized("missing Basic credentials (AUTH ID and token)")
+    try:
+        user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise _unauthorized() from exc
+    if not sep:
+        raise _unauthorized()
+    return user, password
+
+
+async def authenticate(request: Request, state: GatewayState, auth_id: str) -> str:
+    """The id of the proxy token used ("" for the account's real token), or 401; then counted
+    against that caller's API rate limit."""
+    settings = state.settings
+    user, password = _basic(request)
+    if not (settings.PLIVO_AUTH_ID and user == auth_id and hmac.compare_digest(user, settings.PLIVO_AUTH_ID)):
+        raise _unauthorized()
+    real = settings.PLIVO_AUTH_TOKEN.get_secret_value()
+    if settings.GATEWAY_PROXY_PASSTHROUGH and real and hmac.compare_digest(password.encode(), real.encode()):
+        await ratelimit_keys.enforce(request, state, "plivo:" + user)
+        return ""
+    token_id = token_id_of(password)
+    stored = await ratelimit_keys.frontdoor(request, state).token_hash(token_id) if token_id else None
+    if not token_id or not stored or not hmac.compare_digest(stored, token_hash(password)):
+        raise _unauthorized()
+    await ratelimit_keys.enforce(request, state, "ptok:" + token_id)
+    return token_id
+
+
+def check_resource(resource: str) -> str:
+    if not _RESOURCE.match(resource) or ".." in resource:
+        raise NotFound(f"no such resource: {resource}")
+    return resource
+
+
+async def read_params(request: Request, state: GatewayState) -> Params | list[tuple[str, str]]:
+    """A POST's JSON object, or the query of a GET/DELETE as pairs (repeated keys kept)."""
+    if request.method != "POST":
+        return request.query_params.multi_items()
+    raw = await read_limited(request, state.settings.GATEWAY_MAX_BODY_BYTES)
+    if not raw.strip():
+        return {}
+    if media_type(request) != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    return data
+
+
+async def forward(
+    state: GatewayState, method: str, resource: str, params: Params | list[tuple[str, str]]
+) -> httpx.Response:
+    """Send once to Plivo with the account's credentials, under the shared upstream limiter."""
+    s = state.settings
+    limiter = SharedRateLimiter(
+        state.store, "upstream", limit=s.UPSTREAM_RATE_LIMIT, window=s.UPSTREAM_RATE_WINDOW,
+        max_wait=s.UPSTREAM_RATE_MAX_WAIT,
+    )  # fmt: skip
+    await limiter()
+    url = f"{s.PLIVO_API_URL}/v1/Account/{s.PLIVO_AUTH_ID}/{resource}"
+    auth = httpx.BasicAuth(s.PLIVO_AUTH_ID, s.PLIVO_AUTH_TOKEN.get_secret_value())
+    try:
+        if method == "POST":
+            return await state.http.post(url, json=params, auth=auth)
+        pairs = params.items() if isinstance(params, dict) else params
+        query: list[tuple[str, str | int | float | bool | None]] = [(k, str(v)) for k, v in pairs]
+        return await state.http.request(method, url, params=query, auth=auth)
+    except httpx.TransportError as exc:
+        raise BadGateway(f"upstream unreachable: {type(exc).__name__}") from exc
+
+
+async def relay_target(state: GatewayState, params: Params, token_id: str) -> dict[str, Any]:
+    """The client's callback_url/callback_method as the request's relay target (400 if unusable)."""
+    url = str(params.get("callback_url") or "")
+    method = str(params.get("callback_method") or "POST").upper()
+    if not url.startswith(("http://", "https://")) or len(url) > 2048:
+        raise BadRequest("callback_url: must be an absolute http(s) URL")
+    if method not in ("GET", "POST"):
+        raise BadRequest("callback_method: must be GET or POST")
+    why = await refusal(state.settings, url)
+    if why:
+        raise BadRequest(f"callback_url: {why}")
+    return {"type": RELAY, "url": url, "method": method, "token_id": token_id}
+
+
+async def forward_async(
+    state: GatewayState, method: str, resource: str, params: Params, token_id: str
+) -> httpx.Response:
+    """Forward with the gateway's receiver as callback_url; remember the client's as a target."""
+    target = await relay_target(state, params, token_id)
+    ref = secrets.token_urlsafe(12)
+    upstream = {**params, "callback_url": f"{state.settings.callback_url}?{REF_PARAM}={ref}"}
+    upstream["callback_method"] = "POST"
+    reply = await forward(state, method, resource, upstream)
+    api_id = _api_id(reply)
+    if reply.is_success and api_id:
+        request = NewRequest(
+            api_id=api_id,
+            method=method,
+            resource=resource,
+            params=params,
+            metadata={},
+            targets=[target],
+            timeout_s=state.settings.GATEWAY_DEFAULT_TIMEOUT,
+            ref=ref,
+        )
+        await state.store.save_request(request)
+    return reply
+
+
+def _api_id(reply: httpx.Response) -> str | None:
+    try:
+        body = reply.json()
+    except ValueError:
+        return None
+    api_id = body.get("api_id") if isinstance(body, dict) else None
+    return api_id if isinstance(api_id, str) and api_id else None

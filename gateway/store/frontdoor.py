@@ -1,0 +1,57 @@
+"""The front door's data: per-API-key rate limits and the drop-in proxy's issued tokens.
+
+| key                      | type   | TTL                         | written by          | read by        |
+|--------------------------|--------|-----------------------------|---------------------|----------------|
+| ``apirate:{caller}``     | string | ``GATEWAY_API_RATE_WINDOW`` | every API request   | the same       |
+| ``ptok:{token_id}``      | hash   | none (deleted on revoke)    | POST proxy_tokens   | proxy auth     |
+
+``caller`` is a short SHA-256 of the API key (or of the proxy token id), so no key ever appears in
+Redis. A proxy token record holds the SHA-256 of the token, never the token: the gateway derives
+the token from ``GATEWAY_PROXY_TOKEN_SECRET`` and the id when it must re-sign a relayed callback
+(``gateway.proxy_tokens``), so a leaked Redis dump authenticates nobody.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+# A fixed window counter: one INCR per request, the window starts with the first request.
+# Atomic, so N processes together grant at most ``limit`` per window (tests/test_api_limits.py).
+# KEYS: counter. ARGV: limit, window_ms. Returns 0 when allowed, else ms until the window ends.
+_API_RATE = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if n <= tonumber(ARGV[1]) then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  ttl = tonumber(ARGV[2])
+end
+return ttl
+"""
+
+
+class FrontDoorStore:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._api_rate = redis.register_script(_API_RATE)
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def api_rate(self, caller: str, limit: int, window_ms: int) -> int:
+        """0 when ``caller`` may go ahead, else the milliseconds until its window ends."""
+        wait = await self._api_rate(keys=[self.key("apirate", caller)], args=[limit, window_ms])
+        return int(wait)
+
+    async def save_token(self, token_id: str, token_hash: str, created_ms: int, description: str) -> None:
+        mapping = {"hash": token_hash, "created_at": str(created_ms), "description": description}
+        await self.redis.hset(self.key("ptok", token_id), mapping=mapping)  # type: ignore[misc]
+
+    async def token_hash(self, token_id: str) -> str | None:
+        found: str | None = await self.redis.hget(self.key("ptok", token_id), "hash")  # type: ignore[misc]
+        return found
+
+    async def delete_token(self, token_id: str) -> bool:
+        return bool(await self.redis.delete(self.key("ptok", token_id)))
