@@ -21,6 +21,7 @@ import hmac
 import json
 import re
 import secrets
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -59,9 +60,18 @@ def _basic(request: Request) -> tuple[str, str]:
     return user, password
 
 
-async def authenticate(request: Request, state: GatewayState, auth_id: str) -> str:
-    """The id of the proxy token used ("" for the account's real token), or 401; then counted
-    against that caller's API rate limit."""
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who called the proxy: the token id ("" for the account's real token) and what that
+    token's async requests carry besides the relay (extra targets, metadata)."""
+
+    token_id: str
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+async def authenticate(request: Request, state: GatewayState, auth_id: str) -> Caller:
+    """The caller, or 401; then counted against that caller's API rate limit."""
     settings = state.settings
     user, password = _basic(request)
     if not (settings.PLIVO_AUTH_ID and user == auth_id and hmac.compare_digest(user, settings.PLIVO_AUTH_ID)):
@@ -69,13 +79,14 @@ async def authenticate(request: Request, state: GatewayState, auth_id: str) -> s
     real = settings.PLIVO_AUTH_TOKEN.get_secret_value()
     if settings.GATEWAY_PROXY_PASSTHROUGH and real and hmac.compare_digest(password.encode(), real.encode()):
         await ratelimit_keys.enforce(request, state, "plivo:" + user)
-        return ""
+        return Caller("")
     token_id = token_id_of(password)
-    stored = await ratelimit_keys.frontdoor(request, state).token_hash(token_id) if token_id else None
-    if not token_id or not stored or not hmac.compare_digest(stored, token_hash(password)):
+    record = await ratelimit_keys.frontdoor(request, state).get_token(token_id) if token_id else {}
+    if not token_id or not record or not hmac.compare_digest(record["hash"], token_hash(password)):
         raise _unauthorized()
     await ratelimit_keys.enforce(request, state, "ptok:" + token_id)
-    return token_id
+    targets = json.loads(record.get("targets") or "[]")
+    return Caller(token_id, targets, json.loads(record.get("metadata") or "{}"))
 
 
 def check_resource(resource: str) -> str:
@@ -139,10 +150,11 @@ async def relay_target(state: GatewayState, params: Params, token_id: str) -> di
 
 
 async def forward_async(
-    state: GatewayState, method: str, resource: str, params: Params, token_id: str
+    state: GatewayState, method: str, resource: str, params: Params, caller: Caller
 ) -> httpx.Response:
-    """Forward with the gateway's receiver as callback_url; remember the client's as a target."""
-    target = await relay_target(state, params, token_id)
+    """Forward with the gateway's receiver as callback_url; remember the client's as a target
+    (next to the token's own targets)."""
+    target = await relay_target(state, params, caller.token_id)
     ref = secrets.token_urlsafe(12)
     upstream = {**params, "callback_url": f"{state.settings.callback_url}?{REF_PARAM}={ref}"}
     upstream["callback_method"] = "POST"
@@ -154,8 +166,8 @@ async def forward_async(
             method=method,
             resource=resource,
             params=params,
-            metadata={},
-            targets=[target],
+            metadata=caller.metadata,
+            targets=[target, *caller.targets],
             timeout_s=state.settings.GATEWAY_DEFAULT_TIMEOUT,
             ref=ref,
         )

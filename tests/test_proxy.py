@@ -15,10 +15,13 @@ import pytest
 from plivo.utils import validate_v3_signature
 from redis.asyncio import Redis
 
+from tests import test_e2e
 from tests.conftest import Stack
 from tests.support.plivo_client import PlivoUserEndpoint
 from tests.support.receiver import Received, wait_until
 from tests.support.servers import ServerThread
+
+user_worker = test_e2e.user_worker  # the user's own arq worker process (a fixture)
 
 TOKEN_SECRET = "proxy-secret-" + "s" * 32
 CALLER = "14155550100"
@@ -164,3 +167,42 @@ def test_relay_signature_for_get_validates_with_the_sdk() -> None:
     assert req.method == "GET" and urlsplit(req.url).query.startswith("x=1&")
     nonce, signature = req.headers["x-plivo-signature-v3-nonce"], req.headers["x-plivo-signature-v3"]
     assert validate_v3_signature("GET", req.url, nonce, "real-token-" + "x" * 20, signature)
+
+
+async def test_a_tokens_queue_target_and_metadata_ride_along(
+    stack_factory: Any, point_sdk_at: Any, redis: Redis, user_worker: tuple[str, str]
+) -> None:
+    queue, out_list = user_worker
+    stack: Stack = await stack_factory(GATEWAY_PROXY_TOKEN_SECRET=TOKEN_SECRET)
+    spec = {
+        "description": "billing service",
+        "targets": [{"type": "queue", "queue": queue, "function": "on_result"}],
+        "metadata": {"team": "billing"},
+    }
+    issued = await stack.client.post(stack.gateway.url + "/v1/proxy_tokens", json=spec, headers=stack.auth)
+    assert issued.status_code == 201 and issued.json()["proxy_token"]["targets"][0]["queue"] == queue
+    token = issued.json()["proxy_token"]["token"]
+    point_sdk_at(stack.gateway.url)
+    client = plivo.RestClient(stack.settings.PLIVO_AUTH_ID, token)
+    client_url = stack.hook_url("/client-callback")
+    spawned = await asyncio.to_thread(
+        client.calls.create, CALLER, CALLEE, "https://example.com/answer", callback_url=client_url
+    )
+    await wait_until(lambda: redis.llen(out_list), timeout=20)
+    (job_event,) = [json.loads(e) for e in await redis.lrange(out_list, 0, -1)]
+    assert job_event["api_id"] == spawned.api_id and job_event["metadata"] == {"team": "billing"}
+    await wait_until(lambda: stack.receiver.on("/client-callback"))
+    assert validates(stack.receiver.on("/client-callback")[0], client_url, token)
+
+
+async def test_token_bodies_are_validated(stack_factory: Any) -> None:
+    stack: Stack = await stack_factory(worker=False, GATEWAY_PROXY_TOKEN_SECRET=TOKEN_SECRET)
+    url = stack.gateway.url + "/v1/proxy_tokens"
+    bad = await stack.client.post(
+        url, json={"targets": [{"type": "queue", "queue": "q"}]}, headers=stack.auth
+    )
+    assert bad.status_code == 400 and "targets.0" in bad.json()["error"]
+    form = await stack.client.post(url, data={"description": "x"}, headers=stack.auth)
+    assert form.status_code == 415
+    unknown = await stack.client.delete(url + "/0123456789abcdef", headers=stack.auth)
+    assert unknown.status_code == 404 and set(unknown.json()) == {"api_id", "error"}

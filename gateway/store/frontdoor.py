@@ -5,6 +5,8 @@
 | ``apirate:{caller}``     | string | ``GATEWAY_API_RATE_WINDOW`` | every API request   | the same       |
 | ``ptok:{token_id}``      | hash   | none (deleted on revoke)    | POST proxy_tokens   | proxy auth     |
 
+A ``ptok`` hash: ``hash``, ``created_at``, ``description``, ``targets`` and ``metadata`` (JSON).
+
 ``caller`` is a short SHA-256 of the API key (or of the proxy token id), so no key ever appears in
 Redis. A proxy token record holds the SHA-256 of the token, never the token: the gateway derives
 the token from ``GATEWAY_PROXY_TOKEN_SECRET`` and the id when it must re-sign a relayed callback
@@ -45,12 +47,13 @@ class FrontDoorStore:
         wait = await self._api_rate(keys=[self.key("apirate", caller)], args=[limit, window_ms])
         return int(wait)
 
-    async def save_token(self, token_id: str, token_hash: str, created_ms: int, description: str) -> None:
-        mapping = {"hash": token_hash, "created_at": str(created_ms), "description": description}
-        await self.redis.hset(self.key("ptok", token_id), mapping=mapping)  # type: ignore[misc]
+    async def save_token(self, token_id: str, record: dict[str, str]) -> None:
+        """``record``: ``hash`` (SHA-256 of the token), ``created_at``, ``description``, and the
+        ``targets`` / ``metadata`` (JSON) every async request made with the token gets."""
+        await self.redis.hset(self.key("ptok", token_id), mapping=record)  # type: ignore[misc]
 
-    async def token_hash(self, token_id: str) -> str | None:
-        found: str | None = await self.redis.hget(self.key("ptok", token_id), "hash")  # type: ignore[misc]
+    async def get_token(self, token_id: str) -> dict[str, str]:
+        found: dict[str, str] = await self.redis.hgetall(self.key("ptok", token_id))  # type: ignore[misc]
         return found
 
     async def delete_token(self, token_id: str) -> bool:

@@ -7,15 +7,19 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway import logs, proxy
 from gateway.api import ratelimit_keys
 from gateway.api.body import media_type, read_limited
 from gateway.api.deps import ApiKey, State
+from gateway.api.routes.requests import validation_message
 from gateway.errors import BadRequest, NotFound, UnsupportedMediaType, new_api_id
 from gateway.events import iso_ms
+from gateway.models import Target, WebhookTarget
 from gateway.proxy_tokens import derive, new_token_id, token_hash
 from gateway.store import now_ms
+from gateway.webhook_policy import refusal
 
 router = APIRouter(prefix="/v1/Account", tags=["proxy"])
 tokens_router = APIRouter(prefix="/v1/proxy_tokens", tags=["proxy"])
@@ -33,14 +37,14 @@ PATH = "/{auth_id}/{resource:path}"
 @router.delete(PATH, operation_id="proxy_delete")
 async def forward(auth_id: str, resource: str, request: Request, state: State) -> Response:
     """Plivo's API, drop-in: forwarded upstream; async callbacks come back re-signed to the client."""
-    token_id = await proxy.authenticate(request, state, auth_id)
+    caller = await proxy.authenticate(request, state, auth_id)
     resource = proxy.check_resource(resource)
     params = await proxy.read_params(request, state)
     method = request.method
     is_async = "callback_url" in (params if isinstance(params, dict) else dict(params))
     if is_async:
         as_dict = params if isinstance(params, dict) else dict(params)
-        reply = await proxy.forward_async(state, method, resource, as_dict, token_id)
+        reply = await proxy.forward_async(state, method, resource, as_dict, caller)
     else:
         reply = await proxy.forward(state, method, resource, params)
     log.info("proxied", resource=resource, upstream=reply.status_code, mode="async" if is_async else "sync")
@@ -53,45 +57,63 @@ async def forward(auth_id: str, resource: str, request: Request, state: State) -
     )
 
 
-async def _description(request: Request, state: State) -> str:
+class ProxyTokenBody(BaseModel):
+    """What every async request made with the token gets besides the relay to its callback_url."""
+
+    model_config = ConfigDict(extra="forbid")
+    description: str = Field(default="", max_length=256)
+    targets: list[Target] = Field(default_factory=list, max_length=20)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+async def _token_body(request: Request, state: State) -> ProxyTokenBody:
     raw = await read_limited(request, state.settings.GATEWAY_MAX_BODY_BYTES)
     if not raw.strip():
-        return ""
+        return ProxyTokenBody()
     if media_type(request) != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
     try:
-        data: Any = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from exc
-    description = data.get("description", "") if isinstance(data, dict) else None
-    if not isinstance(description, str) or len(description) > 256:
-        raise BadRequest("description: a string of at most 256 characters")
-    return description
+        body = ProxyTokenBody.model_validate_json(raw)
+    except ValidationError as exc:
+        raise BadRequest(validation_message(exc)) from exc
+    for index, target in enumerate(body.targets):
+        why = await refusal(state.settings, target.url) if isinstance(target, WebhookTarget) else None
+        if why:
+            raise BadRequest(f"targets.{index}.url: {why}")
+    return body
 
 
 @tokens_router.post("", status_code=201)
 async def create_token(request: Request, state: State, _: ApiKey) -> JSONResponse:
     """Issue a token for the drop-in proxy; it is shown once, only its hash is kept."""
-    description = await _description(request, state)
+    body = await _token_body(request, state)
     secret = state.settings.GATEWAY_PROXY_TOKEN_SECRET.get_secret_value()
     if not secret:
         raise BadRequest("the gateway issues no proxy tokens: GATEWAY_PROXY_TOKEN_SECRET is not set")
     token_id = new_token_id()
     token = derive(secret, token_id)
     created = now_ms()
-    await ratelimit_keys.frontdoor(request, state).save_token(
-        token_id, token_hash(token), created, description
-    )
+    targets = [t.model_dump() for t in body.targets]
+    record = {
+        "hash": token_hash(token),
+        "created_at": str(created),
+        "description": body.description,
+        "targets": json.dumps(targets),
+        "metadata": json.dumps(body.metadata),
+    }
+    await ratelimit_keys.frontdoor(request, state).save_token(token_id, record)
     log.info("proxy_token_created", token_id=token_id)
     view = {
         "id": token_id,
         "auth_id": state.settings.PLIVO_AUTH_ID,
         "token": token,
-        "description": description,
+        "description": body.description,
+        "targets": targets,
+        "metadata": body.metadata,
         "created_at": iso_ms(created),
     }
-    body = {"api_id": new_api_id(), "message": "proxy token created", "proxy_token": view}
-    return JSONResponse(body, status_code=201)
+    content = {"api_id": new_api_id(), "message": "proxy token created", "proxy_token": view}
+    return JSONResponse(content, status_code=201)
 
 
 @tokens_router.delete("/{token_id}", status_code=204)
