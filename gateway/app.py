@@ -110,6 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     _install_handlers(app)
+    app.add_middleware(logs.AccessLog, enabled=settings.GATEWAY_ACCESS_LOG)
     conformance.install(app)
     app.include_router(proxy_router)
     app.include_router(tokens_router)

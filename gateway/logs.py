@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -23,7 +24,7 @@ def _mask(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[st
     return event
 
 
-def configure(fmt: str = "json", level: str = "INFO") -> None:
+def configure(fmt: str = "json", level: str = "INFO", file: TextIO | None = None) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -39,10 +40,48 @@ def configure(fmt: str = "json", level: str = "INFO") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=file or sys.stderr),
         cache_logger_on_first_use=True,
     )
 
 
 def get(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+# Paths with their own log line (the receiver logs one per callback) or too frequent to be worth one.
+_QUIET_PREFIXES = ("/callbacks/", "/metrics", "/healthz", "/readyz")
+
+
+class AccessLog:
+    """Pure ASGI middleware: one ``api_request`` line per API request (method, path, status, ms).
+
+    No body or header is read or logged (bearer keys live in headers), and the query string is
+    left out; ids in the path (``/v1/requests/{api_id}``) are kept. It costs one ``perf_counter``
+    pair and one log call per request, no extra task or buffering.
+    """
+
+    def __init__(self, app: Any, enabled: bool = True) -> None:
+        self.app = app
+        self.enabled = enabled
+        self.log = get("gateway.access")
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not self.enabled or path.startswith(_QUIET_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            ms = round((time.perf_counter() - started) * 1000, 2)
+            self.log.info("api_request", method=scope.get("method"), path=path, status=status, ms=ms)

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     # --- state -------------------------------------------------------------------------------
     REDIS_URL: str = "redis://127.0.0.1:6379/0"
     GATEWAY_KEY_PREFIX: str = "cg:"
+    REDIS_SENTINELS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    REDIS_SENTINEL_MASTER: str = "mymaster"
+    REDIS_WAIT_REPLICAS: int = Field(default=0, ge=0)
+    REDIS_WAIT_TIMEOUT: float = Field(default=1.0, gt=0)
 
     # --- upstream (Plivo) --------------------------------------------------------------------
     PLIVO_AUTH_ID: str = ""
@@ -96,6 +100,14 @@ class Settings(BaseSettings):
     WORKER_CLAIM_IDLE: float = Field(default=30.0, gt=0)
     WORKER_SWEEP_INTERVAL: float = Field(default=1.0, gt=0)
 
+    # --- operations (health, metrics, shutdown; docs/operations.md) ---------------------------
+    GATEWAY_READY_REQUIRES_WORKER: bool = True
+    GATEWAY_ACCESS_LOG: bool = True
+    WORKER_HEARTBEAT_INTERVAL: float = Field(default=5.0, gt=0)
+    WORKER_HEARTBEAT_TTL: float = Field(default=15.0, gt=0)
+    WORKER_METRICS_PORT: int = Field(default=0, ge=0, le=65535)
+    WORKER_SHUTDOWN_GRACE: float = Field(default=10.0, ge=0)
+
     # --- logging -----------------------------------------------------------------------------
     LOG_FORMAT: Literal["json", "console"] = "json"
     LOG_LEVEL: str = "INFO"
@@ -104,6 +116,20 @@ class Settings(BaseSettings):
     @classmethod
     def _keys_csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("REDIS_SENTINELS", mode="before")
+    @classmethod
+    def _sentinels_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("REDIS_SENTINELS")
+    @classmethod
+    def _sentinels_valid(cls, value: list[str]) -> list[str]:
+        for hostport in value:
+            host, sep, port = hostport.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"{hostport!r}: expected host:port")
+        return value
 
     @field_validator("GATEWAY_RETRY_SCHEDULE", mode="before")
     @classmethod

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from redis.asyncio import Redis
+from redis.asyncio.connection import parse_url
+from redis.asyncio.sentinel import Sentinel
 
 from gateway.notify import Notifier
 from gateway.settings import Settings
 from gateway.store import DeliveryStore, Store
+from gateway.store.ops import OpsStore
 from gateway.upstream import PlivoClient
 
 
@@ -22,20 +26,45 @@ class GatewayState:
     plivo: PlivoClient
     notifier: Notifier
     deliveries: DeliveryStore = field(init=False)
+    ops: OpsStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.deliveries = make_delivery_store(self.settings, self.redis)
+        self.ops = OpsStore(self.redis, self.settings.GATEWAY_KEY_PREFIX)
+
+
+def sentinel_hosts(settings: Settings) -> list[tuple[str, int]]:
+    """REDIS_SENTINELS as (host, port) pairs; empty when Sentinel is not used."""
+    hosts = []
+    for hostport in settings.REDIS_SENTINELS:
+        host, _, port = hostport.rpartition(":")
+        hosts.append((host.strip("[]"), int(port)))
+    return hosts
 
 
 def make_redis(settings: Settings, *, socket_timeout: float | None = 5.0) -> Redis:
-    client: Redis = Redis.from_url(
-        settings.REDIS_URL,
-        decode_responses=True,
-        socket_connect_timeout=2.0,
-        socket_timeout=socket_timeout,
-        health_check_interval=15,
-        retry_on_timeout=False,
-    )
+    """A client for REDIS_URL, or for the master the sentinels name when REDIS_SENTINELS is set.
+
+    A Sentinel-managed pool asks the sentinels for the master on every new connection and drops
+    connections to a master that became a replica, so a failover costs the commands in flight
+    (callers already treat RedisError as "retry later"), not a restart."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_connect_timeout": 2.0,
+        "socket_timeout": socket_timeout,
+        "health_check_interval": 15,
+        "retry_on_timeout": False,
+    }
+    hosts = sentinel_hosts(settings)
+    if hosts:
+        url = parse_url(settings.REDIS_URL)
+        for name in ("db", "username", "password"):
+            if url.get(name) is not None:
+                options[name] = url[name]
+        sentinel = Sentinel(hosts, socket_connect_timeout=2.0, socket_timeout=2.0)  # type: ignore[no-untyped-call]
+        master: Redis = sentinel.master_for(settings.REDIS_SENTINEL_MASTER, redis_class=Redis, **options)
+        return master
+    client: Redis = Redis.from_url(settings.REDIS_URL, **options)
     return client
 
 

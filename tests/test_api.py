@@ -8,6 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.conftest import Stack
+from tests.support.receiver import wait_until
 
 CALL = {"from": "14155550100", "to": "14155550123", "answer_url": "https://example.com/a"}
 
@@ -15,11 +16,16 @@ CALL = {"from": "14155550100", "to": "14155550123", "answer_url": "https://examp
 async def keys_of(redis: Redis, stack: Stack) -> list[str]:
     """Every key holding request or callback state (not what the worker creates at start)."""
     prefix = stack.settings.GATEWAY_KEY_PREFIX
-    infra = {prefix + name for name in ("webhook_secret", "inbox", "queue:health-check", "rate:upstream")}
+    names = ("webhook_secret", "inbox", "queue:health-check", "rate:upstream", "workers")
+    infra = {prefix + name for name in names}
     counters = prefix + "apirate:"  # the per-key API rate limit counts every request
     return [
         k async for k in redis.scan_iter(match=prefix + "*") if k not in infra and not k.startswith(counters)
     ]
+
+
+async def ready(stack: Stack) -> bool:
+    return (await stack.client.get(stack.gateway.url + "/readyz")).status_code == 200
 
 
 def assert_error(response: Any, status: int, contains: str) -> None:
@@ -140,7 +146,8 @@ async def test_pending_status_before_callback(stack: Stack) -> None:
 
 async def test_health_and_unknown_routes(stack: Stack) -> None:
     assert (await stack.client.get(stack.gateway.url + "/healthz")).json() == {"status": "ok"}
-    assert (await stack.client.get(stack.gateway.url + "/readyz")).status_code == 200
+    # Ready once the worker (started with the stack) wrote its first heartbeat.
+    await wait_until(lambda: ready(stack), timeout=10)
     assert_error(await stack.client.get(stack.gateway.url + "/nowhere"), 404, "Not Found")
     wrong = await stack.client.put(stack.gateway.url + "/v1/requests", headers=stack.auth)
     assert_error(wrong, 405, "Method Not Allowed")

@@ -18,7 +18,7 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from gateway import logs
+from gateway import logs, metrics
 from gateway.callbacks import classify, parse_form
 from gateway.events import envelope, event_id_for, timeout_event_id
 from gateway.store import INBOX_GROUP
@@ -44,6 +44,7 @@ async def handle_entry(ctx: WorkerContext, raw: str, *, final: bool = False) -> 
     params = entry.get("p") or {}
     c = classify(cb_id, params, parse_form(str(entry.get("q", "")).encode()))
     corr = await ctx.store.correlate(c.ckey, cb_id, raw, kind=c.kind, seq=c.seq, links=c.links, final=final)
+    metrics.CALLBACKS.labels(corr.outcome).inc()
     log.info("correlated", cb=cb_id, ckey=c.ckey, outcome=corr.outcome, api_id=corr.api_id or None)
     if corr.outcome == "parked":
         return
@@ -121,7 +122,14 @@ class _InFlight:
 
     async def drain(self) -> None:
         if self.tasks:
-            await asyncio.wait(self.tasks)
+            try:
+                await asyncio.wait(self.tasks)
+            except asyncio.CancelledError:
+                # Shutdown grace is over: cancel what is left. Those entries were not
+                # acknowledged, so another worker claims and finishes them.
+                for task in self.tasks:
+                    task.cancel()
+                raise
 
 
 async def _read(ctx: WorkerContext, name: str, flight: _InFlight, claim: bool) -> None:

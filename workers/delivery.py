@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from gateway import logs
+from gateway import logs, metrics
 from gateway.events import envelope, iso_ms
 from gateway.settings import Settings
 from gateway.signing import sign_webhook
@@ -348,6 +348,9 @@ async def _record(ctx: WorkerContext, job: Job, result: Attempt) -> str:
             retry_at=retry_at,
             **common,
         )
+    metrics.DELIVERY_ATTEMPTS.labels(result.outcome.value).inc()
+    if result.outcome is Outcome.SUCCESS and job.cycle == 0:
+        metrics.observe_first_success(job.event.get("created_at"), time.time())
     log.info(
         "delivery",
         event_id=job.event["id"],

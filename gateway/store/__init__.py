@@ -20,6 +20,7 @@ status callbacks, ``none:<cb_id>`` for callbacks with nothing to correlate on.
 | ``evt:{event_id}``     | string | retention                  | emit                  | status API, worker |
 | ``dlv:{delivery_id}``  | hash   | retention                  | emit, worker          | deliveries API     |
 | ``webhook_secret``     | string | none                       | first start (SET NX)  | worker             |
+| ``workers``            | zset   | ``WORKER_HEARTBEAT_TTL``   | worker heartbeat      | /readyz, /metrics  |
 | ``apirate:{caller}``   | string | ``GATEWAY_API_RATE_WINDOW``| API key dependency    | the same (1 script)|
 | ``ptok:{token_id}``    | hash   | none (deleted on revoke)   | proxy_tokens API      | proxy auth         |
 

@@ -262,6 +262,19 @@ class Store:
         keys = [self.key("dedup", cb_id), self.inbox, self.key("nonce", nonce_id) if nonce_id else ""]
         return int(await self._ingest(keys=keys, args=[self.dedup_ttl, entry_json, self.nonce_window]))
 
+    async def ingest_replicated(
+        self, cb_id: str, entry_json: str, nonce_id: str, replicas: int, timeout_ms: int
+    ) -> tuple[int, int]:
+        """``ingest``, then ``WAIT replicas timeout_ms`` on the same connection (a pipeline): WAIT
+        counts the replicas that acknowledged this connection's writes. Returns (ingest result,
+        replicas that acknowledged)."""
+        keys = [self.key("dedup", cb_id), self.inbox, self.key("nonce", nonce_id) if nonce_id else ""]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._ingest(keys=keys, args=[self.dedup_ttl, entry_json, self.nonce_window], client=pipe)
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            stored, acked = await pipe.execute()
+        return int(stored), int(acked)
+
     # --- submit ---------------------------------------------------------------------------
 
     async def save_request(self, req: NewRequest) -> bool:

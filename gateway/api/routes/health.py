@@ -1,14 +1,17 @@
-"""Liveness and readiness."""
+"""Liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 
+from gateway import logs, metrics
 from gateway.api.deps import State
+from gateway.store.ops import Gauges
 
 router = APIRouter(tags=["operations"])
+log = logs.get("gateway.health")
 
 
 @router.get("/healthz")
@@ -19,9 +22,33 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(state: State) -> JSONResponse:
-    """Ready to take traffic: Redis answers."""
+    """Ready to take traffic: Redis answers and (unless GATEWAY_READY_REQUIRES_WORKER is false) a
+    worker's heartbeat is fresh."""
+    settings = state.settings
     try:
         await state.redis.ping()
+        age = await state.ops.freshest_beat_age()
     except (RedisError, OSError):
         return JSONResponse({"status": "unavailable", "redis": "down"}, status_code=503)
-    return JSONResponse({"status": "ready", "redis": "up"})
+    fresh = age is not None and age <= settings.WORKER_HEARTBEAT_TTL
+    body = {
+        "status": "ready",
+        "redis": "up",
+        "worker": "up" if fresh else "down",
+        "worker_heartbeat_age": None if age is None else round(age, 3),
+    }
+    if settings.GATEWAY_READY_REQUIRES_WORKER and not fresh:
+        return JSONResponse({**body, "status": "unavailable"}, status_code=503)
+    return JSONResponse(body)
+
+
+@router.get("/metrics")
+async def prometheus_metrics(state: State) -> Response:
+    """Prometheus text: this process's counters plus gauges read from Redis now."""
+    gauges: Gauges | None
+    try:
+        gauges = await state.ops.gauges(state.settings.WORKER_HEARTBEAT_TTL)
+    except (RedisError, OSError) as exc:
+        log.warning("metrics_redis_unavailable", error=type(exc).__name__)
+        gauges = None
+    return Response(metrics.render(gauges), media_type=metrics.CONTENT_TYPE_LATEST)

@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import logs
+from gateway import logs, metrics
 from gateway.api.body import media_type, read_limited
 from gateway.callbacks import callback_id, parse_form, parse_json
-from gateway.errors import Forbidden, Unavailable, UnsupportedMediaType
+from gateway.errors import Forbidden, GatewayError, Unavailable, UnsupportedMediaType
 from gateway.settings import Settings
 from gateway.signing import verify_v2, verify_v3
 from gateway.state import GatewayState
@@ -77,11 +77,33 @@ async def _params(request: Request, settings: Settings) -> tuple[str, dict[str, 
     raise UnsupportedMediaType(f"callbacks must be {FORM} or {JSON}")
 
 
+async def _ingest(state: GatewayState, cb_id: str, entry_json: str, nonce_id: str) -> int:
+    """Store the callback; with REDIS_WAIT_REPLICAS, also wait for replicas to hold it, so that a
+    failover cannot lose a callback we acknowledged (not enough replicas: 503, Plivo retries)."""
+    settings = state.settings
+    if not settings.REDIS_WAIT_REPLICAS:
+        return await state.store.ingest(cb_id, entry_json, nonce_id)
+    timeout_ms = max(1, int(settings.REDIS_WAIT_TIMEOUT * 1000))
+    stored, acked = await state.store.ingest_replicated(
+        cb_id, entry_json, nonce_id, settings.REDIS_WAIT_REPLICAS, timeout_ms
+    )
+    if stored == 1 and acked < settings.REDIS_WAIT_REPLICAS:
+        # Forget the dedup mark so that Plivo's retry is stored again (a second inbox entry of
+        # the same callback is harmless: its event id derives from the callback id).
+        await state.redis.delete(state.store.key("dedup", cb_id))
+        raise OSError(f"callback reached {acked} of {settings.REDIS_WAIT_REPLICAS} replicas")
+    return stored
+
+
 async def receive(request: Request) -> Response:
     """Take a callback from Plivo: verify its signature, store it durably, answer 200."""
     state: GatewayState = request.app.state.gw
     settings = state.settings
-    encoding, params = await _params(request, settings)
+    try:
+        encoding, params = await _params(request, settings)
+    except GatewayError:
+        metrics.CALLBACKS.labels("rejected_input").inc()
+        raise
     query = request.url.query
     url = f"{settings.GATEWAY_PUBLIC_URL}{request.url.path}" + (f"?{query}" if query else "")
     signed_params = None if request.method == "GET" else params
@@ -89,6 +111,7 @@ async def receive(request: Request) -> Response:
     if settings.GATEWAY_VERIFY_SIGNATURES:
         found = verified_nonce(settings, request, url, signed_params)
         if found is None:
+            metrics.CALLBACKS.labels("bad_signature").inc()
             log.warning("callback_rejected", reason="bad_signature")
             raise Forbidden("signature missing or invalid")
         nonce_id = found if settings.GATEWAY_NONCE_WINDOW else ""
@@ -102,15 +125,19 @@ async def receive(request: Request) -> Response:
         "p": params,
     }
     try:
-        stored = await state.store.ingest(cb_id, json.dumps(entry, ensure_ascii=False), nonce_id)
+        stored = await _ingest(state, cb_id, json.dumps(entry, ensure_ascii=False), nonce_id)
     except (RedisError, OSError) as exc:
+        metrics.CALLBACKS.labels("not_stored").inc()
         log.error("callback_not_stored", cb=cb_id, error=type(exc).__name__)
         raise Unavailable("callback not stored, retry later") from exc
     if stored < 0:
         # Answered 403: the original of this request was stored and acknowledged already.
+        metrics.CALLBACKS.labels("replayed_nonce").inc()
         log.warning("callback_rejected", cb=cb_id, reason="replayed_nonce")
         raise Forbidden("signature nonce already used")
-    log.info("callback", cb=cb_id, outcome="stored" if stored else "duplicate")
+    outcome = "stored" if stored else "duplicate"
+    metrics.CALLBACKS.labels(outcome).inc()
+    log.info("callback", cb=cb_id, outcome=outcome)
     return Response(status_code=200)
 
 

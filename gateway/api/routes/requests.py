@@ -12,12 +12,20 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from gateway import logs, netguard
+from gateway import logs, metrics, netguard
 from gateway.api.body import media_type, read_limited
 from gateway.api.deps import ApiKey, State
 from gateway.api.pagination import page
 from gateway.callbacks import REF_PARAM
-from gateway.errors import BadGateway, BadRequest, NotFound, UnsupportedMediaType, new_api_id
+from gateway.errors import (
+    BadGateway,
+    BadRequest,
+    GatewayError,
+    NotFound,
+    UnsupportedMediaType,
+    UpstreamError,
+    new_api_id,
+)
 from gateway.events import iso_ms
 from gateway.idempotency import Reply, run_idempotent
 from gateway.models import SubmitBody, WebhookTarget
@@ -89,7 +97,13 @@ async def _send(state: GatewayState, body: SubmitBody) -> Reply:
     params["callback_method"] = "POST"
     if body.status_events:
         add_status_urls(body.resource, params, state.settings.callback_url)
-    reply = await state.plivo.request(body.method, body.resource, params)
+    try:
+        reply = await state.plivo.request(body.method, body.resource, params)
+    except GatewayError as exc:
+        # A 4xx from Plivo keeps its status; retries given up (429/5xx/network) count as "failed".
+        metrics.SUBMITS.labels(str(exc.status_code) if isinstance(exc, UpstreamError) else "failed").inc()
+        raise
+    metrics.SUBMITS.labels(str(reply.status_code)).inc()
     api_id = reply.body.get("api_id")
     if not isinstance(api_id, str) or not api_id:
         raise BadGateway("upstream reply carried no api_id")

@@ -1,0 +1,37 @@
+"""The worker's heartbeat: proof of life for /readyz and the ``workers_alive`` gauge.
+
+Every ``WORKER_HEARTBEAT_INTERVAL`` seconds the worker scores itself in the ``workers`` zset
+(``gateway.store.ops``); a worker that stops cleanly removes itself, one that dies ages out after
+``WORKER_HEARTBEAT_TTL``. A beat that fails (Redis away) is only logged: readiness then fails on
+the Redis check anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway import logs
+from gateway.settings import Settings
+from gateway.store.ops import OpsStore
+
+log = logs.get("workers.heartbeat")
+
+
+async def run_heartbeat(redis: Redis, settings: Settings, name: str, stop: asyncio.Event) -> None:
+    ops = OpsStore(redis, settings.GATEWAY_KEY_PREFIX)
+    interval, ttl = settings.WORKER_HEARTBEAT_INTERVAL, settings.WORKER_HEARTBEAT_TTL
+    try:
+        while not stop.is_set():
+            try:
+                await ops.beat(name, ttl)
+            except (RedisError, OSError) as exc:
+                log.warning("heartbeat_failed", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+    finally:
+        with contextlib.suppress(RedisError, OSError):
+            await ops.leave(name)
