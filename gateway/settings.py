@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     WORKER_HEARTBEAT_TTL: float = Field(default=15.0, gt=0)
     WORKER_METRICS_PORT: int = Field(default=0, ge=0, le=65535)
     WORKER_SHUTDOWN_GRACE: float = Field(default=10.0, ge=0)
+    GATEWAY_TRACE_PROPAGATION: bool = False
 
     # --- logging -----------------------------------------------------------------------------
     LOG_FORMAT: Literal["json", "console"] = "json"

@@ -53,9 +53,18 @@ async def handle_entry(ctx: WorkerContext, raw: str, *, final: bool = False) -> 
         await fan_out(ctx, event, [])
         return
     event = envelope(event_id_for(cb_id), c.event_type, int(entry["at"]), corr.api_id, corr.metadata, params)
+    await _trace(ctx, event)
     # A stale status update is recorded with the request but not fanned out as current state.
     await fan_out(ctx, event, corr.targets, deliver=corr.outcome != "stale")
     await _notify(ctx, corr.api_id)
+
+
+async def _trace(ctx: WorkerContext, event: dict[str, Any]) -> None:
+    """Record the submit's trace context in the event (GATEWAY_TRACE_PROPAGATION)."""
+    if ctx.settings.GATEWAY_TRACE_PROPAGATION and event.get("api_id"):
+        (traceparent,) = await ctx.store.request_fields(str(event["api_id"]), "traceparent")
+        if traceparent:
+            event["traceparent"] = traceparent
 
 
 async def _timed_out(ctx: WorkerContext, api_id: str, at: int) -> None:
@@ -69,6 +78,7 @@ async def _timed_out(ctx: WorkerContext, api_id: str, at: int) -> None:
         json.loads(metadata) if metadata else {},
         data,
     )
+    await _trace(ctx, event)
     log.info("timed_out", api_id=api_id)
     await fan_out(ctx, event, json.loads(targets) if targets else [])
     await _notify(ctx, api_id)

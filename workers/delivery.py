@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from gateway import logs, metrics
+from gateway import logs, metrics, tracing
 from gateway.events import envelope, iso_ms
 from gateway.settings import Settings
 from gateway.signing import sign_webhook
@@ -245,6 +245,8 @@ async def _send_webhook(ctx: WorkerContext, job: Job) -> Attempt:
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign_webhook(signing_secrets(ctx, job.sub), str(event["id"]), timestamp, body),
     }
+    if event.get("traceparent"):
+        headers["traceparent"] = tracing.child(str(event["traceparent"]))
     url = str(job.sub["url"] if job.sub else job.target["url"])
     return await _exchange(ctx, lambda: _open(ctx, job, url, body, headers))
 

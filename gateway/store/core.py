@@ -222,6 +222,7 @@ class NewRequest:
     targets: list[dict[str, Any]]
     timeout_s: int
     ref: str
+    traceparent: str = ""  # W3C trace context of the submit (gateway.tracing), "" when off
 
 
 class Store:
@@ -291,6 +292,8 @@ class Store:
             "deadline": deadline,
             "ref": req.ref,
         }
+        if req.traceparent:
+            fields["traceparent"] = req.traceparent
         flat: list[str | int] = [v for pair in fields.items() for v in pair]
         keys = [
             self.key("req", req.api_id),

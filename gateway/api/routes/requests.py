@@ -6,13 +6,14 @@ import hashlib
 import json
 import secrets
 import time
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from gateway import logs, metrics, netguard
+from gateway import logs, metrics, netguard, tracing
 from gateway.api.body import media_type, read_limited
 from gateway.api.deps import ApiKey, State
 from gateway.api.pagination import page
@@ -90,7 +91,7 @@ def add_status_urls(resource: str, params: dict[str, Any], receiver: str) -> Non
             params["method" if name == "url" else name.replace("_url", "_method")] = "POST"
 
 
-async def _send(state: GatewayState, body: SubmitBody) -> Reply:
+async def _send(state: GatewayState, body: SubmitBody, traceparent: str = "") -> Reply:
     ref = secrets.token_urlsafe(12)
     params = dict(body.params)
     params["callback_url"] = f"{state.settings.callback_url}?{REF_PARAM}={ref}"
@@ -117,6 +118,7 @@ async def _send(state: GatewayState, body: SubmitBody) -> Reply:
             targets=[t.model_dump() for t in body.targets],
             timeout_s=body.timeout or state.settings.GATEWAY_DEFAULT_TIMEOUT,
             ref=ref,
+            traceparent=traceparent,
         )
     )
     log.info("submitted", api_id=api_id, resource=body.resource, upstream=reply.status_code)
@@ -127,13 +129,17 @@ async def _send(state: GatewayState, body: SubmitBody) -> Reply:
 async def submit(request: Request, state: State, key: ApiKey) -> JSONResponse:
     """Send a request to Plivo asynchronously; its result arrives later as events."""
     body, body_hash = await _parse_submit(request, state)
+    traceparent = ""
+    if state.settings.GATEWAY_TRACE_PROPAGATION:
+        traceparent = tracing.incoming_or_new(request.headers.get("traceparent"))
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is None:
-        reply = await _send(state, body)
+        reply = await _send(state, body, traceparent)
     else:
         if not 1 <= len(idempotency_key) <= 255:
             raise BadRequest("Idempotency-Key: 1 to 255 characters")
-        reply = await run_idempotent(state, key, idempotency_key, body_hash, lambda: _send(state, body))
+        send = partial(_send, state, body, traceparent)
+        reply = await run_idempotent(state, key, idempotency_key, body_hash, send)
     headers = {"Location": f"/v1/requests/{reply.body['api_id']}"} if reply.status == 202 else None
     return JSONResponse(reply.body, status_code=reply.status, headers=headers)
 
