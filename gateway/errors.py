@@ -5,6 +5,7 @@ GatewayError (500)
 ├── Unauthorized (401)        missing or unknown API key
 ├── Forbidden (403)           callback signature missing or wrong
 ├── NotFound (404)
+├── RequestTimeout (408)      the body trickled in too slowly (slowloris guard)
 ├── PayloadTooLarge (413)
 ├── UnsupportedMediaType (415)
 ├── Unprocessable (422)       e.g. an Idempotency-Key reused with another body
@@ -54,6 +55,11 @@ class Forbidden(GatewayError):
 class NotFound(GatewayError):
     status_code = 404
     default_message = "not found"
+
+
+class RequestTimeout(GatewayError):
+    status_code = 408
+    default_message = "request body not received in time"
 
 
 class PayloadTooLarge(GatewayError):

@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     GATEWAY_API_KEYS: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     GATEWAY_VERIFY_SIGNATURES: bool = True
     GATEWAY_MAX_BODY_BYTES: int = Field(default=256 * 1024, gt=0)
+    GATEWAY_BODY_READ_TIMEOUT: float = Field(default=10.0, gt=0)
     GATEWAY_DEFAULT_TIMEOUT: int = Field(default=3600, gt=0)
     GATEWAY_MAX_TIMEOUT: int = Field(default=7 * 86400, gt=0)
     GATEWAY_IDEMPOTENCY_TTL: int = Field(default=86400, gt=0)

@@ -23,6 +23,12 @@ from workers.main import run_worker
 AUTH_ID = "MAODUTEST0123456789A"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long", action="store_true", default=False, help="run the reliability suite at full size"
+    )
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:
     with EmbeddedRedis() as server:

@@ -45,7 +45,8 @@ async def run_sweeps(ctx: WorkerContext, stop: asyncio.Event) -> None:
             if expired or released:
                 log.info("swept", timed_out=expired, unmatched_released=released)
             if loop.time() >= next_trim:
-                next_trim = loop.time() + TRIM_EVERY_S
+                # Indexes are trimmed at least twice per retention period (short in tests).
+                next_trim = loop.time() + min(TRIM_EVERY_S, ctx.settings.GATEWAY_RETENTION / 2)
                 await ctx.store.trim_indexes()
         except (RedisError, OSError) as exc:
             log.warning("sweep_unavailable", error=type(exc).__name__)

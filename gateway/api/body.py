@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+import asyncio
 
-from gateway.errors import BadRequest, PayloadTooLarge
+from starlette.requests import Request
+
+from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
-    """The body, refusing with 413 as soon as it exceeds ``limit`` (without reading the rest)."""
+async def read_limited(request: Request, limit: int, read_timeout: float = 10.0) -> bytes:
+    """The body, refusing with 413 as soon as it exceeds ``limit`` (without reading the rest) and
+    with 408 when it has not fully arrived within ``read_timeout`` seconds (uvicorn has no body read
+    timeout of its own, so a client trickling bytes could hold a connection forever)."""
+    try:
+        async with asyncio.timeout(read_timeout):
+            return await _read(request, limit)
+    except TimeoutError as exc:
+        raise RequestTimeout(f"request body not received within {read_timeout:g} s") from exc
+
+
+async def _read(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from gateway.errors import new_api_id
 
@@ -103,15 +104,35 @@ def document(schema: dict[str, Any]) -> None:
                 responses[str(code)] = {"description": ERRORS[code], "content": error_ref}
 
 
+def _allowed_methods(request: Request) -> str:
+    return ", ".join(sorted(_methods_for(request.app.router.routes, request.scope)))
+
+
+def _methods_for(routes: Any, scope: Any) -> set[str]:
+    methods: set[str] = set()
+    for route in routes:
+        inner = getattr(route, "original_router", None)  # FastAPI wraps included routers
+        if inner is not None:
+            methods |= _methods_for(inner.routes, scope)
+            continue
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
+
+
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's HTTP errors (unknown route, wrong method) in Plivo's shape, with a useful text."""
     assert isinstance(exc, StarletteHTTPException)
     message = str(exc.detail)
     if exc.status_code == 404 and message == "Not Found":
         message = f"Not Found: no route for {request.method} {request.url.path}"
-    elif exc.status_code == 405:
-        message = f"Method Not Allowed: {request.method} on {request.url.path}"
     headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        message = f"Method Not Allowed: {request.method} on {request.url.path}"
+        # Starlette names only the first route that matched the path; a path served by several
+        # routes (a GET and a POST handler) must list every method it supports.
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
     return JSONResponse({"api_id": new_api_id(), "error": message}, exc.status_code, headers=headers)
 
 

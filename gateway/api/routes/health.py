@@ -8,6 +8,7 @@ from redis.exceptions import RedisError
 
 from gateway import logs, metrics
 from gateway.api.deps import State
+from gateway.errors import new_api_id
 from gateway.store.ops import Gauges
 
 router = APIRouter(tags=["operations"])
@@ -20,7 +21,9 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz", responses={503: {"description": "not ready: Redis unreachable or no fresh worker heartbeat"}}
+)
 async def readyz(state: State) -> JSONResponse:
     """Ready to take traffic: Redis answers and (unless GATEWAY_READY_REQUIRES_WORKER is false) a
     worker's heartbeat is fresh."""
@@ -29,7 +32,8 @@ async def readyz(state: State) -> JSONResponse:
         await state.redis.ping()
         age = await state.ops.freshest_beat_age()
     except (RedisError, OSError):
-        return JSONResponse({"status": "unavailable", "redis": "down"}, status_code=503)
+        down = {"api_id": new_api_id(), "error": "not ready: Redis unreachable"}
+        return JSONResponse({**down, "status": "unavailable", "redis": "down"}, status_code=503)
     fresh = age is not None and age <= settings.WORKER_HEARTBEAT_TTL
     body = {
         "status": "ready",
@@ -38,7 +42,8 @@ async def readyz(state: State) -> JSONResponse:
         "worker_heartbeat_age": None if age is None else round(age, 3),
     }
     if settings.GATEWAY_READY_REQUIRES_WORKER and not fresh:
-        return JSONResponse({**body, "status": "unavailable"}, status_code=503)
+        error = {"api_id": new_api_id(), "error": "not ready: no worker heartbeat"}
+        return JSONResponse({**error, **body, "status": "unavailable"}, status_code=503)
     return JSONResponse(body)
 
 

@@ -68,7 +68,7 @@ def _nonce_id(version: str, nonce: str, signatures: str) -> str:
 async def _params(request: Request, settings: Settings) -> tuple[str, dict[str, Any]]:
     if request.method == "GET":
         return "query", parse_form(request.url.query.encode("latin-1"))
-    raw = await read_limited(request, settings.GATEWAY_MAX_BODY_BYTES)
+    raw = await read_limited(request, settings.GATEWAY_MAX_BODY_BYTES, settings.GATEWAY_BODY_READ_TIMEOUT)
     kind = media_type(request)
     if kind == FORM or (not kind and not raw):
         return "form", parse_form(raw)

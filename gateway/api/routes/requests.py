@@ -48,7 +48,9 @@ async def _parse_submit(request: Request, state: GatewayState) -> tuple[SubmitBo
     """The validated body and a hash of its canonical JSON (for Idempotency-Key checks)."""
     if media_type(request) != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
-    raw = await read_limited(request, state.settings.GATEWAY_MAX_BODY_BYTES)
+    raw = await read_limited(
+        request, state.settings.GATEWAY_MAX_BODY_BYTES, state.settings.GATEWAY_BODY_READ_TIMEOUT
+    )
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

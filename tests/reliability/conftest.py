@@ -1,0 +1,66 @@
+"""Fixtures of the reliability suite: a private Redis with AOF, a webhook receiver, processes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.embedded_redis import EmbeddedRedis, free_port
+from tests.reliability.harness import Proc, base_env, gateway_proc, ledger, wait_http, worker_proc
+from tests.support.receiver import WebhookReceiver
+from tests.support.servers import ServerThread
+
+
+@dataclass
+class Rig:
+    redis: EmbeddedRedis
+    receiver: WebhookReceiver
+    receiver_server: ServerThread
+    prefix: str
+    public_url: str
+    procs: list[Proc]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return base_env(self.redis.url, self.public_url, self.prefix, **extra)
+
+    async def gateway(self, port: int | None = None, **extra: str) -> Proc:
+        proc = gateway_proc(self.env(**extra), port).start()
+        self.procs.append(proc)
+        await wait_http(f"http://127.0.0.1:{proc.port}/healthz")
+        return proc
+
+    def worker(self, **extra: str) -> Proc:
+        proc = worker_proc(self.env(**extra)).start()
+        self.procs.append(proc)
+        return proc
+
+    @property
+    def hook(self) -> str:
+        return self.receiver_server.url + "/hook"
+
+    def delivered(self) -> int:
+        return ledger(self.receiver.received)["distinct"]
+
+
+@pytest.fixture
+def redis_dir(tmp_path: Path) -> str:
+    return str(tmp_path)
+
+
+@pytest.fixture
+async def rig(redis_dir: str) -> AsyncIterator[Rig]:
+    redis = EmbeddedRedis(appendonly=True, appendfsync="always", directory=redis_dir).start()
+    receiver = WebhookReceiver()
+    server = ServerThread(receiver.app()).start()
+    port = free_port()
+    built = Rig(redis, receiver, server, f"rel{uuid.uuid4().hex[:6]}:", f"http://127.0.0.1:{port}", [])
+    built.public_port = port  # type: ignore[attr-defined]
+    yield built
+    for proc in built.procs:
+        proc.kill()
+    server.stop()
+    redis.cleanup()
