@@ -113,6 +113,9 @@ def run_dev(port: int) -> int:
         "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "GATEWAY_API_KEYS": key,
         "GATEWAY_ALLOW_PRIVATE_WEBHOOKS": "true",
+        # lets `dev` issue drop-in proxy tokens (POST /v1/proxy_tokens)
+        "GATEWAY_PROXY_TOKEN_SECRET": settings.GATEWAY_PROXY_TOKEN_SECRET.get_secret_value()
+        or secrets.token_urlsafe(32),
         "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console"),
     }
     procs: list[subprocess.Popen[bytes]] = []

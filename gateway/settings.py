@@ -6,6 +6,8 @@ process environment first, then from a `.env` file in the working directory.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from functools import cached_property
 from typing import Annotated, Literal
@@ -169,7 +171,12 @@ class Settings(BaseSettings):
     def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and value.get_secret_value():
             raw = value.get_secret_value()
-            if not raw.startswith("whsec_") or len(raw) < 20:
+            try:
+                decoded = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+            except binascii.Error:
+                decoded = b""
+            # Checked here, at start: a secret that does not decode would fail every delivery.
+            if not raw.startswith("whsec_") or len(decoded) < 24:
                 raise ValueError("must look like whsec_<base64 of at least 24 random bytes>")
             return value
         return None

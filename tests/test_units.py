@@ -52,6 +52,10 @@ def test_settings_parse_csv_and_refuse_placeholders() -> None:
         Settings(_env_file=None, GATEWAY_API_KEYS="changeme")  # type: ignore[call-arg]
     with pytest.raises(ValidationError, match="whsec_"):
         Settings(_env_file=None, GATEWAY_WEBHOOK_SECRET="plain-secret-value-123")  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="whsec_"):
+        Settings(_env_file=None, GATEWAY_WEBHOOK_SECRET="whsec_not*base64*at*all*but*long")  # type: ignore[call-arg]
+    ok = Settings(_env_file=None, GATEWAY_WEBHOOK_SECRET="whsec_" + "QUJD" * 10)  # type: ignore[call-arg]
+    assert ok.GATEWAY_WEBHOOK_SECRET is not None
     with pytest.raises(ValidationError):
         Settings(_env_file=None, GATEWAY_RETRY_SCHEDULE="5,-1")  # type: ignore[call-arg]
 
