@@ -27,14 +27,18 @@ class Rig:
     def env(self, **extra: str) -> dict[str, str]:
         return base_env(self.redis.url, self.public_url, self.prefix, **extra)
 
-    async def gateway(self, port: int | None = None, **extra: str) -> Proc:
-        proc = gateway_proc(self.env(**extra), port).start()
+    async def gateway(self, port: int | None = None, log_path: Path | None = None, **extra: str) -> Proc:
+        proc = gateway_proc(self.env(**extra), port)
+        proc.log_path = log_path
+        proc.start()
         self.procs.append(proc)
         await wait_http(f"http://127.0.0.1:{proc.port}/healthz")
         return proc
 
-    def worker(self, **extra: str) -> Proc:
-        proc = worker_proc(self.env(**extra)).start()
+    def worker(self, log_path: Path | None = None, **extra: str) -> Proc:
+        proc = worker_proc(self.env(**extra))
+        proc.log_path = log_path
+        proc.start()
         self.procs.append(proc)
         return proc
 
@@ -52,8 +56,9 @@ def redis_dir(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def rig(redis_dir: str) -> AsyncIterator[Rig]:
-    redis = EmbeddedRedis(appendonly=True, appendfsync="always", directory=redis_dir).start()
+async def rig(redis_dir: str, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    fsync = getattr(request, "param", "always")
+    redis = EmbeddedRedis(appendonly=True, appendfsync=fsync, directory=redis_dir).start()
     receiver = WebhookReceiver()
     server = ServerThread(receiver.app()).start()
     port = free_port()

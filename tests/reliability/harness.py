@@ -65,6 +65,7 @@ class Proc:
     env: dict[str, str]
     popen: subprocess.Popen[bytes] | None = None
     port: int | None = None
+    log_path: Path | None = None
 
     def start(self) -> Proc:
         self.popen = subprocess.Popen(
@@ -72,7 +73,7 @@ class Proc:
             env=self.env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=self.log_path.open("ab") if self.log_path else subprocess.DEVNULL,
             preexec_fn=die_with_parent,
         )
         return self

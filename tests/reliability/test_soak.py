@@ -73,11 +73,12 @@ async def test_load_held_with_a_flaky_subscriber(
         GATEWAY_RETRY_SCHEDULE="0,0.2,0.4,0.8,1,1,1,1",
         GATEWAY_OVERLOAD_FLOOR="0.2",
         LOG_LEVEL="WARNING",
+        LOG_FORMAT="json",
     )
     sandbox = Proc(["sandbox", "--port", str(sandbox_port)], rig.env(**overrides)).start()
     rig.procs.append(sandbox)
-    gateway = await rig.gateway(rig.public_port, **overrides)  # type: ignore[attr-defined]
-    worker = rig.worker(**overrides)
+    gateway = await rig.gateway(rig.public_port, log_path=logs / "gateway.log", **overrides)  # type: ignore[attr-defined]
+    worker = rig.worker(log_path=logs / "worker.log", **overrides)
     await wait_http(f"http://127.0.0.1:{sandbox_port}/_sandbox/requests")
     redis = Redis.from_url(rig.redis.url, decode_responses=True)
     baseline = (await redis.info("memory"))["used_memory"]
@@ -144,4 +145,8 @@ async def test_load_held_with_a_flaky_subscriber(
     for kind in ("req", "evt", "dlv", "dlvlog", "dedup", "nonce", "link", "reqevents", "state", "park"):
         assert kind not in leftovers, (kind, leftovers)
     assert sum(leftovers.values()) < 256 * 1024, leftovers
+    for log in logs.iterdir():
+        errors = [line for line in log.read_text().splitlines() if '"level": "error"' in line]
+        assert errors == [], (log.name, errors[:3])
+        assert log.read_text().count('"level": "warning"') == 0, log.name
     assert AUTH_ID  # the run used the sandbox's credentials, nothing else
