@@ -42,12 +42,13 @@ def parse_form(raw: bytes) -> FormParams:
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
+    """A JSON object, or a 400 that says what is wrong (used for callbacks and API bodies)."""
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from exc
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise BadRequest("JSON payload must be an object")
+        raise BadRequest("body must be a JSON object")
     return data
 
 

@@ -28,9 +28,9 @@ import httpx
 from fastapi import Request
 
 from gateway.api import ratelimit_keys
-from gateway.api.body import media_type, read_limited
+from gateway.api.body import read_json
 from gateway.callbacks import REF_PARAM
-from gateway.errors import BadGateway, BadRequest, NotFound, Unauthorized, UnsupportedMediaType
+from gateway.errors import BadGateway, BadRequest, NotFound, Unauthorized
 from gateway.proxy_tokens import RELAY, token_hash, token_id_of
 from gateway.ratelimit import SharedRateLimiter
 from gateway.state import GatewayState
@@ -99,18 +99,7 @@ async def read_params(request: Request, state: GatewayState) -> Params | list[tu
     """A POST's JSON object, or the query of a GET/DELETE as pairs (repeated keys kept)."""
     if request.method != "POST":
         return request.query_params.multi_items()
-    raw = await read_limited(request, state.settings.GATEWAY_MAX_BODY_BYTES)
-    if not raw.strip():
-        return {}
-    if media_type(request) != "application/json":
-        raise UnsupportedMediaType("Content-Type must be application/json")
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("body must be a JSON object")
-    return data
+    return await read_json(request, state.settings, optional=True)
 
 
 async def forward(

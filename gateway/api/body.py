@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.requests import Request
 
-from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from gateway.callbacks import parse_json
+from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from gateway.settings import Settings
 
 
 async def read_limited(request: Request, limit: int, read_timeout: float = 10.0) -> bytes:
@@ -41,3 +44,16 @@ async def _read(request: Request, limit: int) -> bytes:
 
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_json(request: Request, settings: Settings, *, optional: bool = False) -> dict[str, Any]:
+    """The JSON object in the body: 415 for another content type, 400 for anything but an object;
+    with ``optional`` an empty body (of any content type) is ``{}``."""
+    if not optional and media_type(request) != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    raw = await read_limited(request, settings.GATEWAY_MAX_BODY_BYTES, settings.GATEWAY_BODY_READ_TIMEOUT)
+    if optional and not raw.strip():
+        return {}
+    if media_type(request) != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    return parse_json(raw)

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from gateway import logs, metrics, netguard, tracing
-from gateway.api.body import media_type, read_limited
+from gateway.api.body import read_json
 from gateway.api.deps import ApiKey, State
 from gateway.api.pagination import page
 from gateway.callbacks import REF_PARAM
@@ -23,7 +23,6 @@ from gateway.errors import (
     BadRequest,
     GatewayError,
     NotFound,
-    UnsupportedMediaType,
     UpstreamError,
     new_api_id,
 )
@@ -46,17 +45,7 @@ def validation_message(exc: ValidationError) -> str:
 
 async def _parse_submit(request: Request, state: GatewayState) -> tuple[SubmitBody, str]:
     """The validated body and a hash of its canonical JSON (for Idempotency-Key checks)."""
-    if media_type(request) != "application/json":
-        raise UnsupportedMediaType("Content-Type must be application/json")
-    raw = await read_limited(
-        request, state.settings.GATEWAY_MAX_BODY_BYTES, state.settings.GATEWAY_BODY_READ_TIMEOUT
-    )
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("body must be a JSON object")
+    data = await read_json(request, state.settings)
     try:
         body = SubmitBody.model_validate(data)
     except ValidationError as exc:
@@ -134,14 +123,18 @@ async def submit(request: Request, state: State, key: ApiKey) -> JSONResponse:
     traceparent = ""
     if state.settings.GATEWAY_TRACE_PROPAGATION:
         traceparent = tracing.incoming_or_new(request.headers.get("traceparent"))
-    idempotency_key = request.headers.get("idempotency-key")
-    if idempotency_key is None:
-        reply = await _send(state, body, traceparent)
-    else:
-        if not 1 <= len(idempotency_key) <= 255:
-            raise BadRequest("Idempotency-Key: 1 to 255 characters")
-        send = partial(_send, state, body, traceparent)
-        reply = await run_idempotent(state, key, idempotency_key, body_hash, send)
+    incoming = request.headers.get("traceparent") or ""
+    with tracing.span(state.settings, "submit", incoming, fallback=traceparent, kind="server") as span:
+        traceparent = span.traceparent
+        idempotency_key = request.headers.get("idempotency-key")
+        if idempotency_key is None:
+            reply = await _send(state, body, traceparent)
+        else:
+            if not 1 <= len(idempotency_key) <= 255:
+                raise BadRequest("Idempotency-Key: 1 to 255 characters")
+            send = partial(_send, state, body, traceparent)
+            reply = await run_idempotent(state, key, idempotency_key, body_hash, send)
+        span.set("callback_gateway.http_status", reply.status)
     headers = {"Location": f"/v1/requests/{reply.body['api_id']}"} if reply.status == 202 else None
     return JSONResponse(reply.body, status_code=reply.status, headers=headers)
 

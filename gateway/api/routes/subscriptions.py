@@ -10,11 +10,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway import netguard
-from gateway.api.body import media_type, read_limited
+from gateway.api.body import read_json
 from gateway.api.deps import ApiKey, State
 from gateway.api.pagination import page
 from gateway.api.routes.deliveries import time_ms
-from gateway.errors import BadRequest, NotFound, UnsupportedMediaType, new_api_id
+from gateway.errors import BadRequest, NotFound, new_api_id
 from gateway.events import iso_ms
 from gateway.state import GatewayState
 from gateway.store.delivery import DeliveryQuery
@@ -76,18 +76,7 @@ def _validation_message(exc: ValidationError) -> str:
 
 async def json_body(request: Request, state: GatewayState, *, optional: bool = False) -> dict[str, Any]:
     """The JSON object in the body (415 for another type; ``optional``: an empty body is {})."""
-    raw = await read_limited(request, state.settings.GATEWAY_MAX_BODY_BYTES)
-    if optional and not raw.strip():
-        return {}
-    if media_type(request) != "application/json":
-        raise UnsupportedMediaType("Content-Type must be application/json")
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("body must be a JSON object")
-    return data
+    return await read_json(request, state.settings, optional=optional)
 
 
 def _iso(ms: str | None) -> str | None:
