@@ -111,6 +111,7 @@ class Settings(BaseSettings):
     WORKER_METRICS_PORT: int = Field(default=0, ge=0, le=65535)
     WORKER_SHUTDOWN_GRACE: float = Field(default=10.0, ge=0)
     GATEWAY_TRACE_PROPAGATION: bool = False
+    GATEWAY_OTEL_ENABLED: bool = False
 
     # --- logging -----------------------------------------------------------------------------
     LOG_FORMAT: Literal["json", "console"] = "json"

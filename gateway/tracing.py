@@ -6,12 +6,27 @@ records it (``event["traceparent"]``, also what queue-target jobs receive), and 
 sends ``traceparent`` with the same trace id and a fresh span id (a child of the stored context), so
 a tracing backend can join the caller's trace, the gateway's log lines and the receiver's spans.
 Format: ``00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>``.
+
+With GATEWAY_OTEL_ENABLED as well and the ``otel`` extra installed, ``span`` makes those contexts
+real OpenTelemetry spans (``gateway.otel``, imported only then).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import re
 import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from gateway import logs
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
+
+log = logs.get("gateway.tracing")
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
@@ -41,3 +56,45 @@ def child(traceparent: str) -> str:
     if parsed is None:
         return new()
     return f"00-{parsed[0]}-{secrets.token_hex(8)}-{parsed[2]}"
+
+
+class Traced:
+    """The context a traced step passes on: ``traceparent`` ("" when there is none)."""
+
+    def __init__(self, traceparent: str) -> None:
+        self.traceparent = traceparent
+
+    def set(self, key: str, value: str | int) -> None:
+        """An attribute of the span (nothing without OpenTelemetry)."""
+
+
+@functools.cache
+def otel_installed() -> bool:
+    found = importlib.util.find_spec("opentelemetry.sdk") is not None
+    if not found:
+        log.warning("otel_not_installed", hint="pip install 'callback-gateway[otel]'; no spans are made")
+    return found
+
+
+def otel_on(settings: Settings) -> bool:
+    return settings.GATEWAY_TRACE_PROPAGATION and settings.GATEWAY_OTEL_ENABLED and otel_installed()
+
+
+@contextmanager
+def span(
+    settings: Settings,
+    name: str,
+    parent: str,
+    *,
+    fallback: str,
+    kind: str = "internal",
+    attributes: Mapping[str, str | int] | None = None,
+) -> Iterator[Traced]:
+    """An OpenTelemetry span, child of ``parent``, when OTel is on; otherwise just ``fallback``."""
+    if not otel_on(settings):
+        yield Traced(fallback)
+        return
+    from gateway import otel
+
+    with otel.span(name, parent, kind, attributes or {}) as traced:
+        yield traced

@@ -11,14 +11,16 @@ Entries of a worker that died stay pending in the group and are claimed by anoth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from gateway import logs, metrics
+from gateway import logs, metrics, tracing
 from gateway.callbacks import classify, parse_form
 from gateway.events import envelope, event_id_for, timeout_event_id
 from gateway.store import INBOX_GROUP
@@ -53,18 +55,29 @@ async def handle_entry(ctx: WorkerContext, raw: str, *, final: bool = False) -> 
         await fan_out(ctx, event, [])
         return
     event = envelope(event_id_for(cb_id), c.event_type, int(entry["at"]), corr.api_id, corr.metadata, params)
-    await _trace(ctx, event)
-    # A stale status update is recorded with the request but not fanned out as current state.
-    await fan_out(ctx, event, corr.targets, deliver=corr.outcome != "stale")
-    await _notify(ctx, corr.api_id)
+    async with _trace(ctx, event, "callback.correlate", {"callback_gateway.outcome": corr.outcome}):
+        # A stale status update is recorded with the request but not fanned out as current state.
+        await fan_out(ctx, event, corr.targets, deliver=corr.outcome != "stale")
+        await _notify(ctx, corr.api_id)
 
 
-async def _trace(ctx: WorkerContext, event: dict[str, Any]) -> None:
-    """Record the submit's trace context in the event (GATEWAY_TRACE_PROPAGATION)."""
+@contextlib.asynccontextmanager
+async def _trace(
+    ctx: WorkerContext, event: dict[str, Any], name: str, attributes: dict[str, str | int] | None = None
+) -> AsyncIterator[None]:
+    """Record the submit's trace context in the event (GATEWAY_TRACE_PROPAGATION); with OpenTelemetry
+    (GATEWAY_OTEL_ENABLED), the event carries instead a span's, child of it, around the fan-out."""
+    stored: str | None = None
     if ctx.settings.GATEWAY_TRACE_PROPAGATION and event.get("api_id"):
-        (traceparent,) = await ctx.store.request_fields(str(event["api_id"]), "traceparent")
-        if traceparent:
-            event["traceparent"] = traceparent
+        (stored,) = await ctx.store.request_fields(str(event["api_id"]), "traceparent")
+    if not stored:
+        yield
+        return
+    attributes = {**(attributes or {}), "callback_gateway.event_id": str(event["id"])}
+    attributes["callback_gateway.api_id"] = str(event["api_id"])
+    with tracing.span(ctx.settings, name, stored, fallback=stored, attributes=attributes) as span:
+        event["traceparent"] = span.traceparent
+        yield
 
 
 async def _timed_out(ctx: WorkerContext, api_id: str, at: int) -> None:
@@ -78,10 +91,10 @@ async def _timed_out(ctx: WorkerContext, api_id: str, at: int) -> None:
         json.loads(metadata) if metadata else {},
         data,
     )
-    await _trace(ctx, event)
-    log.info("timed_out", api_id=api_id)
-    await fan_out(ctx, event, json.loads(targets) if targets else [])
-    await _notify(ctx, api_id)
+    async with _trace(ctx, event, "request.timed_out"):
+        log.info("timed_out", api_id=api_id)
+        await fan_out(ctx, event, json.loads(targets) if targets else [])
+        await _notify(ctx, api_id)
 
 
 async def _notify(ctx: WorkerContext, api_id: str) -> None:

@@ -245,10 +245,21 @@ async def _send_webhook(ctx: WorkerContext, job: Job) -> Attempt:
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign_webhook(signing_secrets(ctx, job.sub), str(event["id"]), timestamp, body),
     }
-    if event.get("traceparent"):
-        headers["traceparent"] = tracing.child(str(event["traceparent"]))
     url = str(job.sub["url"] if job.sub else job.target["url"])
-    return await _exchange(ctx, lambda: _open(ctx, job, url, body, headers))
+    parent = str(event.get("traceparent") or "")
+    if not parent:
+        return await _exchange(ctx, lambda: _open(ctx, job, url, body, headers))
+    attributes = {"callback_gateway.event_id": str(event["id"]), "callback_gateway.delivery_id": job.dlv_id}
+    fallback = tracing.child(parent)
+    with tracing.span(
+        ctx.settings, "webhook.deliver", parent, fallback=fallback, kind="client", attributes=attributes
+    ) as span:
+        headers["traceparent"] = span.traceparent
+        attempt = await _exchange(ctx, lambda: _open(ctx, job, url, body, headers))
+        span.set("callback_gateway.outcome", attempt.outcome.value)
+        if attempt.status_code is not None:
+            span.set("http.response.status_code", attempt.status_code)
+        return attempt
 
 
 async def _send_relay(ctx: WorkerContext, job: Job) -> Attempt:

@@ -240,12 +240,24 @@ def test_api_deployment_serves_with_probes(manifests: list[dict[str, Any]]) -> N
     assert 25 <= pod_spec(api)["terminationGracePeriodSeconds"] <= 60
 
 
-def test_worker_deployment_runs_the_worker_without_http(manifests: list[dict[str, Any]]) -> None:
+def test_worker_deployment_runs_the_worker_without_probes(manifests: list[dict[str, Any]]) -> None:
     container = only_container(one(manifests, "Deployment", "callback-gateway-worker"))
     assert container["command"] == WORKER
-    assert "ports" not in container
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert "httpGet" not in container.get(probe, {}), probe
+
+
+def test_worker_deployment_exposes_its_metrics_for_scraping(manifests: list[dict[str, Any]]) -> None:
+    worker = one(manifests, "Deployment", "callback-gateway-worker")
+    container = only_container(worker)
+    env = {item["name"]: item["value"] for item in container.get("env", [])}
+    port = int(env["WORKER_METRICS_PORT"])
+    assert 0 < port <= 65535 and port != 8000, "the worker must serve metrics, apart from the API port"
+    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("metrics", port)]
+    annotations = worker["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port)
+    assert annotations["prometheus.io/path"] == "/metrics"
 
 
 def test_service_routes_to_the_api_pods_only(manifests: list[dict[str, Any]]) -> None:
