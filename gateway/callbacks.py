@@ -100,7 +100,7 @@ def classify(cb_id: str, params: dict[str, Any], query: FormParams) -> Correlata
     request_uuid = _scalar(params.get("RequestUUID")) or _scalar(params.get("ALegRequestUUID"))
     if not api_id and message_uuid:
         seq = _scalar(params.get("Sequence"))
-        seq = seq if seq.isdigit() else ""
+        seq = seq if seq.isascii() and seq.isdigit() else ""  # Lua tonumber() knows ASCII only
         return Correlatable("message", f"msg:{message_uuid}", seq, [], "message.status")
     if not api_id and request_uuid:
         return Correlatable("call", f"call:{request_uuid}", "", [], "call.status")

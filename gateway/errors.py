@@ -12,6 +12,7 @@ GatewayError (500)
 ├── RateLimited (429)         carries ``retry_after``
 ├── UpstreamError (status)    Plivo answered 4xx: its status and its ``error`` text, unchanged
 ├── BadGateway (502)          Plivo unreachable or failing after bounded retries
+│   └── AcceptedNotRecorded   Plivo accepted, Redis could not record it: do not resend
 └── Unavailable (503)         Redis unreachable: nothing was stored, the caller should retry
 """
 
@@ -97,6 +98,10 @@ class UpstreamError(GatewayError):
 class BadGateway(GatewayError):
     status_code = 502
     default_message = "upstream unavailable"
+
+
+class AcceptedNotRecorded(BadGateway):
+    """Plivo took the request but Redis could not record it: a retry would send it twice."""
 
 
 class Unavailable(GatewayError):

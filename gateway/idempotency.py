@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import RateLimited, Unprocessable, UpstreamError, new_api_id
+from gateway.errors import AcceptedNotRecorded, RateLimited, Unprocessable, UpstreamError, new_api_id
 from gateway.state import GatewayState
 
 POLL_S = 0.05
@@ -56,19 +56,29 @@ async def run_idempotent(
         claim = await store.idempotency_claim(key_id, body_hash, lease)
         if claim[0] == "claimed":
             break
-        found_state, found_body, status, response = claim
+        found_state, found_body, status, response, lease_left_ms = claim
         if found_body != body_hash:
             raise Unprocessable("Idempotency-Key was used with a different request body")
         if found_state == "done":
             return Reply(int(status), json.loads(response))
-        if time.monotonic() > give_up:
-            raise RateLimited("a request with this Idempotency-Key is still in progress", retry_after=1)
+        # Wait while the claim is alive, never past it: when it runs out unfinished (its holder
+        # died, or Plivo accepted but Redis could not record it) a waiter must not be the one
+        # that silently sends the request again; the caller decides when to retry.
+        if time.monotonic() > give_up or int(lease_left_ms) < POLL_S * 4000:
+            retry_after = max(1.0, int(lease_left_ms) / 1000)
+            raise RateLimited(
+                "a request with this Idempotency-Key is still in progress", retry_after=retry_after
+            )
         await asyncio.sleep(POLL_S)  # rare: two identical submits at the same moment
     try:
         reply = await send()
     except UpstreamError as exc:  # Plivo's final answer: remembered like a success
         body = {"api_id": new_api_id(), "error": exc.message}
         await store.idempotency_finish(key_id, exc.status_code, json.dumps(body), ttl)
+        raise
+    except AcceptedNotRecorded:
+        # Plivo has the request: keep the claim (until its lease runs out) so that a retry with
+        # this key waits or fails instead of sending it again.
         raise
     except BaseException:
         await asyncio.shield(store.idempotency_release(key_id))

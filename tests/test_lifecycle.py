@@ -222,3 +222,55 @@ async def test_rate_limiter_holds_a_burst_across_two_instances(stack_factory: An
     # window later (less a little for the time between a grant and the arrival).
     tightest = min(arrivals[i + limit] - arrivals[i] for i in range(len(arrivals) - limit))
     assert tightest >= window * 0.9, tightest
+
+
+async def test_redis_failing_after_upstream_accepted_never_invites_a_resend(
+    stack_factory: Any, tmp_path: Any
+) -> None:
+    """Plivo took the request, then Redis died: the answer is a 502 naming the api_id (not a 503
+    that asks for a retry), and a retry with the same Idempotency-Key is not sent upstream."""
+    from gateway.embedded_redis import EmbeddedRedis
+    from tests.support.servers import ServerThread
+
+    own = EmbeddedRedis(appendonly=True, appendfsync="always", directory=str(tmp_path)).start()
+    calls: list[str] = []
+
+    async def upstream(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        calls.append(scope["path"])
+        own.kill()  # Redis dies between Plivo's acceptance and the gateway's save
+        body = json.dumps({"api_id": "accepted-1", "message": "async api spawned"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    plivo = ServerThread(upstream).start()
+    try:
+        stack = await stack_factory(
+            worker=False,
+            REDIS_URL=own.url,
+            PLIVO_API_URL=plivo.url,
+            UPSTREAM_READ_TIMEOUT=1,
+            UPSTREAM_RETRY_BUDGET=1,
+            UPSTREAM_RATE_MAX_WAIT=0,
+            GATEWAY_API_RATE_LIMIT=0,
+        )
+        headers = {**stack.auth, "Idempotency-Key": "only-once"}
+        url = stack.gateway.url + "/v1/requests"
+        body = {"resource": "Call/", "params": CALL}
+        first = await stack.client.post(url, json=body, headers=headers)
+        assert first.status_code == 502, first.text
+        assert "accepted-1" in first.json()["error"]
+        own.start()  # back, with the claim (AOF, always) but without the request
+        retry = await stack.client.post(url, json=body, headers=headers)
+        assert retry.status_code == 429, retry.text  # still claimed: waits, then asks to come later
+        assert calls == ["/v1/Account/" + stack.settings.PLIVO_AUTH_ID + "/Call/"]
+    finally:
+        plivo.stop()
+        own.cleanup()

@@ -102,17 +102,33 @@ async def _notify(ctx: WorkerContext, api_id: str) -> None:
     await ctx.redis.publish(ctx.store.key("notify"), api_id)
 
 
+def _transient(exc: BaseException) -> bool:
+    """Redis unreachable or busy: retry later. A script error is this entry's own fault and
+    would fail the same way on every retry."""
+    if isinstance(exc, ResponseError):
+        return any(word in str(exc) for word in ("NOSCRIPT", "BUSY", "LOADING", "READONLY", "MASTERDOWN"))
+    return True
+
+
+async def _poison(ctx: WorkerContext, entry_id: str, fields: dict[str, str]) -> None:
+    """A poison entry must not block the stream forever: log it, keep it for inspection (capped)."""
+    log.exception("entry_failed", entry=entry_id)
+    await ctx.redis.xadd(
+        ctx.store.key("inbox_failed"), {"e": fields.get("e", "")}, maxlen=100_000, approximate=True
+    )
+
+
 async def _one(ctx: WorkerContext, entry_id: str, fields: dict[str, str]) -> None:
     """Handle one entry, then acknowledge it (XACK + XDEL in one MULTI)."""
     try:
         await handle_entry(ctx, fields["e"], final=fields.get("final") == "1")
     except (RedisError, OSError) as exc:
-        log.warning("entry_retry_later", entry=entry_id, error=type(exc).__name__)
-        return  # left pending in the group; claimed again later
+        if _transient(exc):
+            log.warning("entry_retry_later", entry=entry_id, error=type(exc).__name__)
+            return  # left pending in the group; claimed again later
+        await _poison(ctx, entry_id, fields)
     except Exception:
-        # A poison entry must not block the stream forever: log it and keep it for inspection.
-        log.exception("entry_failed", entry=entry_id)
-        await ctx.redis.xadd(ctx.store.key("inbox_failed"), {"e": fields.get("e", "")})
+        await _poison(ctx, entry_id, fields)
     async with ctx.redis.pipeline(transaction=True) as pipe:
         pipe.xack(ctx.store.inbox, INBOX_GROUP, entry_id)
         pipe.xdel(ctx.store.inbox, entry_id)

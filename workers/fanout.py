@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from gateway import logs
 from workers.context import WorkerContext
 from workers.delivery import attempt_delivery, delivery_id
+
+log = logs.get("workers.fanout")
 
 
 def deliveries_for(
@@ -48,7 +51,24 @@ async def fan_out(
     _, states = await ctx.deliveries.emit(event, deliveries, now=ctx.clock())
     pending = [d for (d, _), s in zip(deliveries, states, strict=True) if s == "pending"]
     # attempt=1: a delivery whose first attempt already happened has its retry job; do not race it.
-    await asyncio.gather(*(attempt_delivery(ctx, d, event, cycle=0, attempt=1) for d in pending))
+    results = await asyncio.gather(
+        *(attempt_delivery(ctx, d, event, cycle=0, attempt=1) for d in pending), return_exceptions=True
+    )
+    for dlv_id, result in zip(pending, results, strict=True):
+        if isinstance(result, BaseException):
+            await _first_attempt_failed(ctx, dlv_id, result)
+
+
+FIRST_ATTEMPT_RETRY_MS = 5000
+
+
+async def _first_attempt_failed(ctx: WorkerContext, dlv_id: str, error: BaseException) -> None:
+    """A first attempt that blew up (a bug, a Redis error mid-way) still leaves a job behind:
+    without one the delivery would stay pending forever once the inbox entry is acknowledged."""
+    if not isinstance(error, Exception):
+        raise error  # cancellation and the like are not ours to swallow
+    log.warning("first_attempt_error", delivery_id=dlv_id, error=type(error).__name__)
+    await ctx.deliveries.defer(dlv_id, 0, 1, ctx.clock() + FIRST_ATTEMPT_RETRY_MS)
 
 
 async def operator_event_job(ctx: dict[str, Any], event: dict[str, Any]) -> None:

@@ -185,7 +185,7 @@ return #due
 """
 
 # Idempotent submits. KEYS: idem. ARGV: body_hash, lease_ms.
-# Returns {'claimed'} for the first caller, else {state, body_hash, status, response}.
+# Returns {'claimed'} for the first caller, else {state, body_hash, status, response, pttl_ms}.
 _IDEM_CLAIM = """
 if redis.call('HSETNX', KEYS[1], 'state', 'in_progress') == 1 then
   redis.call('HSET', KEYS[1], 'body', ARGV[1])
@@ -193,7 +193,7 @@ if redis.call('HSETNX', KEYS[1], 'state', 'in_progress') == 1 then
   return {'claimed'}
 end
 local r = redis.call('HMGET', KEYS[1], 'state', 'body', 'status', 'response')
-return {r[1] or '', r[2] or '', r[3] or '', r[4] or ''}
+return {r[1] or '', r[2] or '', r[3] or '', r[4] or '', redis.call('PTTL', KEYS[1])}
 """
 
 # Shared sliding-window limiter: at most ARGV[2] grants in any ARGV[3] ms. KEYS: limiter zset.

@@ -192,7 +192,8 @@ return cycle
 )
 
 # ARGV: prefix, index_key, min, max, status, sub, type, offset, limit, cutoff
-# The index is the most selective filter; the others are checked against each record.
+# The index is the most selective filter; the others are checked against each record (among the
+# newest 10,000 entries of the index in the time range: total_count is capped there).
 _QUERY = """
 local p, idx = ARGV[1], ARGV[2]
 local status, sub, etype = ARGV[5], ARGV[6], ARGV[7]
@@ -202,8 +203,10 @@ if status == '' and sub == '' and etype == '' then
   local total = redis.call('ZCOUNT', idx, ARGV[3], ARGV[4])
   return {total, redis.call('ZREVRANGEBYSCORE', idx, ARGV[4], ARGV[3], 'LIMIT', offset, limit)}
 end
+-- Redis runs nothing else while a script runs: look at no more than 10,000 index entries per
+-- call (the newest), so a filter over a huge index cannot stall the receivers.
 local total, page = 0, {}
-for _, id in ipairs(redis.call('ZREVRANGEBYSCORE', idx, ARGV[4], ARGV[3])) do
+for _, id in ipairs(redis.call('ZREVRANGEBYSCORE', idx, ARGV[4], ARGV[3], 'LIMIT', 0, 10000)) do
   local f = redis.call('HMGET', p .. 'dlv:' .. id, 'status', 'sub', 'event_type')
   if f[1] and (status == '' or f[1] == status) and (sub == '' or f[2] == sub)
      and (etype == '' or f[3] == etype) then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -12,6 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from gateway import logs, metrics, netguard, tracing
 from gateway.api.body import read_json
@@ -19,6 +21,7 @@ from gateway.api.deps import ApiKey, State
 from gateway.api.pagination import page
 from gateway.callbacks import REF_PARAM
 from gateway.errors import (
+    AcceptedNotRecorded,
     BadGateway,
     BadRequest,
     GatewayError,
@@ -99,21 +102,42 @@ async def _send(state: GatewayState, body: SubmitBody, traceparent: str = "") ->
     api_id = reply.body.get("api_id")
     if not isinstance(api_id, str) or not api_id:
         raise BadGateway("upstream reply carried no api_id")
-    await state.store.save_request(
-        NewRequest(
-            api_id=api_id,
-            method=body.method,
-            resource=body.resource,
-            params=body.params,
-            metadata=body.metadata,
-            targets=[t.model_dump() for t in body.targets],
-            timeout_s=body.timeout or state.settings.GATEWAY_DEFAULT_TIMEOUT,
-            ref=ref,
-            traceparent=traceparent,
-        )
+    record = NewRequest(
+        api_id=api_id,
+        method=body.method,
+        resource=body.resource,
+        params=body.params,
+        metadata=body.metadata,
+        targets=[t.model_dump() for t in body.targets],
+        timeout_s=body.timeout or state.settings.GATEWAY_DEFAULT_TIMEOUT,
+        ref=ref,
+        traceparent=traceparent,
     )
+    await save_accepted(state, record)
     log.info("submitted", api_id=api_id, resource=body.resource, upstream=reply.status_code)
     return Reply(202, {"api_id": api_id, "message": "async api spawned", "status": "pending"})
+
+
+SAVE_RETRIES_S = (0.1, 0.3, 1.0, 2.0)
+
+
+async def save_accepted(state: GatewayState, record: NewRequest) -> None:
+    """Store a request Plivo has already accepted. Redis failing now must not read as "nothing
+    happened, retry": a retry would send the call or SMS twice. So the save is retried for a few
+    seconds, and if it still fails the answer is a 502 that names the api_id (its callback will
+    surface as callback.unmatched), never the 503 that invites a retry."""
+    for delay in (*SAVE_RETRIES_S, None):
+        try:
+            await state.store.save_request(record)
+            return
+        except (RedisError, OSError) as exc:
+            if delay is None:
+                log.error("accepted_not_recorded", api_id=record.api_id, error=type(exc).__name__)
+                raise AcceptedNotRecorded(
+                    f"upstream accepted the request (api_id {record.api_id}) but it could not be "
+                    "recorded; do not resend it"
+                ) from exc
+            await asyncio.sleep(delay)
 
 
 @router.post("", status_code=202)
