@@ -154,27 +154,17 @@ async def stack_factory(
         return stack
 
     yield build
+
+    def parts(stack: Stack) -> list[Any]:
+        return [*stack.workers, stack.gateway, stack.sandbox, stack.receiver_server, *stack.extra_gateways]
+
     # Signal everything first, then wait: the components shut down in parallel.
     for stack in stacks:
-        for part in (
-            *stack.workers,
-            stack.gateway,
-            stack.sandbox,
-            stack.receiver_server,
-            *stack.extra_gateways,
-        ):
-            if part is not None:
-                part.signal_stop()
+        for part in parts(stack):
+            part.signal_stop()
     for stack in stacks:
-        for part in (
-            *stack.workers,
-            stack.gateway,
-            stack.sandbox,
-            stack.receiver_server,
-            *stack.extra_gateways,
-        ):
-            if part is not None:
-                part.stop()
+        for part in parts(stack):
+            part.stop()
         await stack.client.aclose()
 
 
