@@ -70,7 +70,10 @@ async def test_load_held_with_a_flaky_subscriber(
         GATEWAY_DEDUP_TTL=ttl,
         GATEWAY_NONCE_WINDOW=ttl,
         GATEWAY_IDEMPOTENCY_TTL=ttl,
-        GATEWAY_RETRY_SCHEDULE="0,0.2,0.4,0.8,1,1,1,1",
+        # Enough attempts that a random 20 % refusal never exhausts them, even when a loaded
+        # machine also turns some attempts into timeouts; a breaker that opens recovers quickly.
+        GATEWAY_RETRY_SCHEDULE="0,0.2,0.4,0.8,1,1,1,1,2,2,2,2",
+        GATEWAY_BREAKER_COOLDOWN="1",
         GATEWAY_OVERLOAD_FLOOR="0.2",
         LOG_LEVEL="WARNING",
         LOG_FORMAT="json",
@@ -110,7 +113,17 @@ async def test_load_held_with_a_flaky_subscriber(
             api_ids.append(response.json()["api_id"])
             n += 1
             await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
-        await wait_until(lambda: len(flaky.accepted) >= len(api_ids), timeout=60)
+        try:
+            await wait_until(lambda: len(flaky.accepted) >= len(api_ids), timeout=120)
+        except AssertionError:
+            failed = await client.get(
+                base + "/v1/deliveries", params={"status": "failed", "limit": 20}, headers=auth
+            )
+            subs = await client.get(base + "/v1/subscriptions", headers=auth)
+            raise AssertionError(
+                f"{len(flaky.accepted)} of {len(api_ids)} delivered; failed: {failed.json()['meta']}; "
+                f"{failed.json()['objects'][:2]}; subscriptions: {subs.json()['objects']}"
+            ) from None
         rss_end = {name: rss_kib(p.popen.pid) for name, p in (("gateway", gateway), ("worker", worker))}  # type: ignore[union-attr]
         pending = await client.get(
             base + "/v1/requests", params={"status": "pending", "limit": 1}, headers=auth
