@@ -7,10 +7,9 @@ import ipaddress
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import pytest
 
-from gateway.netguard import IPAddress, Policy, refusal, webhook_client
+from gateway.netguard import ExchangeError, IPAddress, Policy, refusal, webhook_client
 from tests.conftest import Stack
 from tests.support.receiver import wait_until
 from tests.support.scripted import ScriptedEndpoint
@@ -48,8 +47,8 @@ async def test_dns_rebinding_is_caught_at_connect_time(endpoint: ScriptedEndpoin
         Policy.build(allow_private=False, resolver=resolver), timeout=2, max_connections=2
     )
     async with client:
-        with pytest.raises(httpx.ConnectError, match="non-public"):
-            await client.post(url, content=b"{}")
+        with pytest.raises(ExchangeError, match="non-public"):
+            await client.request("POST", url, body=b"{}")
     assert endpoint.received == []
 
 
@@ -61,8 +60,8 @@ async def test_connect_time_allowlist_and_plain_public_names(endpoint: ScriptedE
 
     allowed = Policy.build(allow_private=False, allow_cidrs=["127.0.0.0/8"], resolver=loopback)
     async with webhook_client(allowed, timeout=2, max_connections=2) as client:
-        answer = await client.post(f"http://service.internal:{port}/hook", content=b"{}")
-    assert answer.status_code == 200 and len(endpoint.received) == 1
+        answer = await client.request("POST", f"http://service.internal:{port}/hook", body=b"{}")
+    assert answer.status == 200 and len(endpoint.received) == 1
     assert endpoint.received[0].headers["host"] == f"service.internal:{port}"  # name kept for vhosts
 
 
@@ -139,3 +138,19 @@ def test_fan_out_targets_include_subscriptions_once() -> None:
     assert len(out) == 3  # the request's target once, each subscription once (same URL or not)
     assert {t.get("subscription") for t in targets} == {None, "sub_a", "sub_b"}
     assert len({d for d, _ in out}) == 3
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "[::1]", "[::ffff:127.0.0.1]", "169.254.169.254", "[fe80::1%25lo]"]
+)
+async def test_ip_literals_are_checked_too(endpoint: ScriptedEndpoint, host: str) -> None:
+    # The HTTP client connects to an IP literal without resolving it: the guard must still refuse.
+    port = endpoint.server.port if endpoint.server else 0
+    async with webhook_client(Policy.build(allow_private=False), timeout=2, max_connections=2) as client:
+        with pytest.raises(ExchangeError, match="non-public"):
+            await client.request("POST", f"http://{host}:{port}/hook", body=b"{}")
+    allowed = Policy.build(allow_private=False, allow_cidrs=["127.0.0.0/8"])
+    async with webhook_client(allowed, timeout=2, max_connections=2) as client:
+        answer = await client.request("POST", f"http://127.0.0.1:{port}/hook", body=b"{}")
+    assert answer.status == 200
+    assert len(endpoint.received) == 1  # only the allowlisted request arrived

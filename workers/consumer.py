@@ -36,12 +36,16 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
-async def handle_entry(ctx: WorkerContext, raw: str, *, final: bool = False) -> None:
-    """Correlate one inbox entry and, unless it was parked, emit and deliver its event."""
+async def handle_entry(
+    ctx: WorkerContext, raw: str, *, final: bool = False, ack: tuple[str, str, str] | None = None
+) -> bool:
+    """Correlate one inbox entry and, unless it was parked, emit and deliver its event.
+
+    ``ack`` (inbox, group, entry id): the entry may be acknowledged in the same script as its only
+    delivery's record. Returns True when it was; the caller acknowledges it otherwise."""
     entry: dict[str, Any] = json.loads(raw)
     if entry.get("t") == "timeout":
-        await _timed_out(ctx, str(entry["api_id"]), int(entry["at"]))
-        return
+        return await _timed_out(ctx, str(entry["api_id"]), int(entry["at"]), ack)
     cb_id = str(entry["cb"])
     params = entry.get("p") or {}
     c = classify(cb_id, params, parse_form(str(entry.get("q", "")).encode()))
@@ -49,16 +53,15 @@ async def handle_entry(ctx: WorkerContext, raw: str, *, final: bool = False) -> 
     metrics.CALLBACKS.labels(corr.outcome).inc()
     log.info("correlated", cb=cb_id, ckey=c.ckey, outcome=corr.outcome, api_id=corr.api_id or None)
     if corr.outcome == "parked":
-        return
+        return False
     if corr.outcome == "unmatched":
         event = envelope(event_id_for(cb_id), "callback.unmatched", int(entry["at"]), None, {}, params)
-        await fan_out(ctx, event, [])
-        return
+        return await fan_out(ctx, event, [], ack=ack)
     event = envelope(event_id_for(cb_id), c.event_type, int(entry["at"]), corr.api_id, corr.metadata, params)
     async with _trace(ctx, event, "callback.correlate", {"callback_gateway.outcome": corr.outcome}):
         # A stale status update is recorded with the request but not fanned out as current state.
-        await fan_out(ctx, event, corr.targets, deliver=corr.outcome != "stale")
-        await _notify(ctx, corr.api_id)
+        # Storing the event also wakes whoever waits on the request (?wait=, SSE).
+        return await fan_out(ctx, event, corr.targets, deliver=corr.outcome != "stale", ack=ack)
 
 
 @contextlib.asynccontextmanager
@@ -80,7 +83,7 @@ async def _trace(
         yield
 
 
-async def _timed_out(ctx: WorkerContext, api_id: str, at: int) -> None:
+async def _timed_out(ctx: WorkerContext, api_id: str, at: int, ack: tuple[str, str, str] | None) -> bool:
     metadata, targets = await ctx.store.request_fields(api_id, "metadata", "targets")
     data = {"api_id": api_id, "status": "timed_out"}
     event = envelope(
@@ -93,13 +96,7 @@ async def _timed_out(ctx: WorkerContext, api_id: str, at: int) -> None:
     )
     async with _trace(ctx, event, "request.timed_out"):
         log.info("timed_out", api_id=api_id)
-        await fan_out(ctx, event, json.loads(targets) if targets else [])
-        await _notify(ctx, api_id)
-
-
-async def _notify(ctx: WorkerContext, api_id: str) -> None:
-    """Wake whoever waits on this request (GET ?wait=, SSE) in every gateway process."""
-    await ctx.redis.publish(ctx.store.key("notify"), api_id)
+        return await fan_out(ctx, event, json.loads(targets) if targets else [], ack=ack)
 
 
 def _transient(exc: BaseException) -> bool:
@@ -119,9 +116,12 @@ async def _poison(ctx: WorkerContext, entry_id: str, fields: dict[str, str]) -> 
 
 
 async def _one(ctx: WorkerContext, entry_id: str, fields: dict[str, str]) -> None:
-    """Handle one entry, then acknowledge it (XACK + XDEL in one MULTI)."""
+    """Handle one entry, then acknowledge it (XACK + XDEL in one MULTI) unless its delivery's
+    record already did."""
     try:
-        await handle_entry(ctx, fields["e"], final=fields.get("final") == "1")
+        ack = (ctx.store.inbox, INBOX_GROUP, entry_id)
+        if await handle_entry(ctx, fields["e"], final=fields.get("final") == "1", ack=ack):
+            return
     except (RedisError, OSError) as exc:
         if _transient(exc):
             log.warning("entry_retry_later", entry=entry_id, error=type(exc).__name__)

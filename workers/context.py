@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
+from gateway.netguard import WebhookClient
 from gateway.settings import Settings
 from gateway.store import DeliveryStore, Store, now_ms
 
@@ -20,7 +20,7 @@ class WorkerContext:
     store: Store
     deliveries: DeliveryStore
     arq: ArqRedis  # bytes client arq uses; enqueues queue targets and retries
-    http: httpx.AsyncClient
+    http: WebhookClient
     webhook_secret: str
     queue_name: str
     inflight: set[str] = field(default_factory=set)

@@ -1,7 +1,12 @@
 """Delivering one event to one target, written as named phases.
 
-prepare (is it still due? lease, admission) -> send -> settle (breaker, auto-disable)
--> record success | record failure (+ the retry job, in the same script).
+begin (one script: is it still due? its subscription active? the lease, admission) -> send ->
+finish (one script: breaker and auto-disable, the record, the retry job, the lease back, and for
+the last delivery of an inbox entry its XACK + XDEL).
+
+Two Redis round trips around each attempt, one less for a first attempt (``emit_and_begin`` runs
+``begin`` inside the fan-out's own script): the worker's cost per delivery is Python CPU, and every
+round trip is ~50 µs of it (docs/performance.md).
 
 * A lease (``lease:{delivery_id}``, expiring after the attempt timeout plus a margin) keeps two
   workers from attempting the same delivery at once. Every attempt runs under one overall
@@ -19,30 +24,33 @@ prepare (is it still due? lease, admission) -> send -> settle (breaker, auto-dis
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import secrets
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
+from urllib.parse import urlencode
 
 from gateway import logs, metrics, tracing
 from gateway.events import envelope, iso_ms
+from gateway.netguard import ExchangeError
 from gateway.settings import Settings
 from gateway.signing import sign_webhook
-from gateway.store.delivery import DELIVER_JOB, OPERATOR_EVENT_JOB, BreakerPolicy
+from gateway.store.delivery import (
+    DELIVER_JOB,
+    OPERATOR_EVENT_JOB,
+    AttemptLimits,
+    AttemptRecord,
+    Begun,
+    BreakerPolicy,
+)
 from workers import relay
 from workers.context import WorkerContext
 from workers.retry import Outcome, classify_status, next_delay, parse_retry_after
 
 log = logs.get("workers.delivery")
 
-__all__ = ["DELIVER_JOB", "attempt_delivery", "deliver_job", "delivery_id"]
+__all__ = ["DELIVER_JOB", "attempt_delivery", "attempt_limits", "deliver_job", "delivery_id", "run_begun"]
 
 LEASE_MARGIN_S = 5.0
 # A delivery refused for the subscription's concurrency cap tries again this much later.
@@ -104,28 +112,18 @@ def breaker_policy(ctx: WorkerContext) -> BreakerPolicy:
     )
 
 
-# --- prepare ------------------------------------------------------------------------------------
+# --- begin --------------------------------------------------------------------------------------
 
 
-def _skip_reason(record: dict[str, str], cycle: int | None, attempt: int | None) -> str | None:
-    status = record.get("status")
-    if status != "pending":
-        return status or "missing"
-    if cycle is not None and int(record.get("cycle", "0")) != cycle:
-        return "stale"
-    if attempt is not None and int(record.get("attempts", "0")) + 1 != attempt:
-        return "stale"
-    return None
-
-
-async def _lease(ctx: WorkerContext, dlv_id: str) -> bool:
-    token = secrets.token_hex(8)
-    key = ctx.deliveries.key("lease", dlv_id)
-    return bool(await ctx.redis.set(key, token, nx=True, px=lease_ttl_ms(ctx)))
-
-
-async def _release(ctx: WorkerContext, dlv_id: str) -> None:
-    await ctx.redis.delete(ctx.deliveries.key("lease", dlv_id))
+def attempt_limits(ctx: WorkerContext) -> AttemptLimits:
+    s = ctx.settings
+    return AttemptLimits(
+        lease_ttl_ms=lease_ttl_ms(ctx),
+        rate=float(s.GATEWAY_SUBSCRIPTION_RATE),
+        burst=max(1, s.GATEWAY_SUBSCRIPTION_BURST),
+        cap=s.GATEWAY_SUBSCRIPTION_CONCURRENCY,
+        concurrency_wait_ms=CONCURRENCY_WAIT_MS,
+    )
 
 
 async def attempt_delivery(
@@ -137,66 +135,43 @@ async def attempt_delivery(
     attempt: int | None = None,
 ) -> str:
     """Run the next attempt of delivery ``dlv_id`` if it is still due. Returns its new status."""
-    record = await ctx.deliveries.get_delivery(dlv_id)
-    skip = _skip_reason(record, cycle, attempt)
-    if skip:
-        return skip
-    job = Job(
-        dlv_id=dlv_id,
-        event=event,
-        target=json.loads(record["target"]),
-        sub=None,
-        cycle=int(record.get("cycle", "0")),
-        attempt=int(record.get("attempts", "0")) + 1,
-    )
-    if record.get("sub"):
-        sub = await ctx.deliveries.get_subscription(record["sub"])
-        if sub is None or sub.get("status") != "active":
-            why = "subscription deleted" if sub is None else "subscription disabled"
-            return await _abandon(ctx, job, why)
-        job = Job(job.dlv_id, event, job.target, sub, job.cycle, job.attempt)
-    if not await _lease(ctx, dlv_id):
+    begun = await ctx.deliveries.begin(dlv_id, cycle, attempt, attempt_limits(ctx), now=ctx.clock())
+    return await run_begun(ctx, dlv_id, event, begun)
+
+
+async def run_begun(
+    ctx: WorkerContext,
+    dlv_id: str,
+    event: dict[str, Any],
+    begun: Begun,
+    *,
+    ack: tuple[str, str, str] | None = None,
+) -> str:
+    """Go on from ``begin``'s answer: attempt, abandon, put off, or nothing. ``ack`` (inbox, group,
+    entry id) is acknowledged together with the record, and only when an attempt was made."""
+    if begun.state == "go":
+        target: dict[str, Any] = json.loads(begun.target)
+        sub = None
+        if target.get("subscription"):
+            sub = {
+                "id": str(target["subscription"]),
+                "url": begun.url,
+                "secrets": begun.secrets,
+                "retry_schedule": begun.retry_schedule,
+            }
+        job = Job(dlv_id, event, target, sub, begun.cycle, begun.attempts + 1)
+        return await _finish(ctx, job, begun, await _send(ctx, job), ack)
+    if begun.state == "abandon":
+        return await _abandon(ctx, dlv_id, begun)
+    if begun.state == "leased":
         # Someone is attempting it now, or died doing so: look again once the lease has expired.
-        await ctx.deliveries.defer(dlv_id, job.cycle, job.attempt, ctx.clock() + lease_ttl_ms(ctx))
+        await ctx.deliveries.defer(dlv_id, begun.cycle, begun.attempts + 1, ctx.clock() + lease_ttl_ms(ctx))
         return "leased"
-    try:
-        return await _admitted(ctx, job)
-    finally:
-        await _release(ctx, dlv_id)
-
-
-async def _admitted(ctx: WorkerContext, job: Job) -> str:
-    if job.sub is None:
-        return await _record(ctx, job, await _send(ctx, job))
-    s = ctx.settings
-    rate = float(job.sub.get("rate_limit") or s.GATEWAY_SUBSCRIPTION_RATE)
-    admission, slot = await ctx.deliveries.admit(
-        job.sub["id"],
-        rate=rate,
-        burst=max(1, s.GATEWAY_SUBSCRIPTION_BURST),
-        cap=s.GATEWAY_SUBSCRIPTION_CONCURRENCY,
-        slot_ttl_ms=lease_ttl_ms(ctx),
-        concurrency_wait_ms=CONCURRENCY_WAIT_MS,
-        now=ctx.clock(),
-    )
-    if not admission.allowed:
-        await ctx.deliveries.defer(job.dlv_id, job.cycle, job.attempt, ctx.clock() + admission.wait_ms)
-        log.info(
-            "delivery_deferred", delivery_id=job.dlv_id, reason=admission.reason, wait_ms=admission.wait_ms
-        )
+    if begun.state == "refused":
+        await ctx.deliveries.defer(dlv_id, begun.cycle, begun.attempts + 1, ctx.clock() + begun.wait_ms)
+        log.info("delivery_deferred", delivery_id=dlv_id, reason=begun.reason, wait_ms=begun.wait_ms)
         return "deferred"
-    result = await _send(ctx, job)
-    state = await ctx.deliveries.settle(
-        job.sub["id"],
-        slot,
-        ok=result.outcome is Outcome.SUCCESS,
-        gone=result.outcome is Outcome.GONE,
-        policy=breaker_policy(ctx),
-        now=ctx.clock(),
-    )
-    if state == "disabled":
-        await _operator_event(ctx, job.sub, gone=result.outcome is Outcome.GONE)
-    return await _record(ctx, job, result)
+    return begun.state  # not due: its status, missing, stale or expired
 
 
 # --- send ---------------------------------------------------------------------------------------
@@ -222,18 +197,6 @@ def signing_secrets(ctx: WorkerContext, sub: dict[str, str] | None) -> list[str]
     return [s["secret"] for s in held if not s.get("expires_at") or int(s["expires_at"]) > now]
 
 
-def _open(
-    ctx: WorkerContext, job: Job, url: str, body: bytes, headers: dict[str, str]
-) -> AbstractAsyncContextManager[httpx.Response]:
-    """POST the event as JSON; a per-request target that asked for GET (Plivo's
-    ``callback_method=GET`` pattern) gets the same JSON, and signature, in the ``event`` query
-    parameter."""
-    if job.sub is None and job.target.get("method") == "GET":
-        headers = {k: v for k, v in headers.items() if k != "content-type"}
-        return ctx.http.stream("GET", url, params={"event": body.decode("utf-8")}, headers=headers)
-    return ctx.http.stream("POST", url, content=body, headers=headers)
-
-
 async def _send_webhook(ctx: WorkerContext, job: Job) -> Attempt:
     event = job.event
     body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -246,16 +209,24 @@ async def _send_webhook(ctx: WorkerContext, job: Job) -> Attempt:
         "webhook-signature": sign_webhook(signing_secrets(ctx, job.sub), str(event["id"]), timestamp, body),
     }
     url = str(job.sub["url"] if job.sub else job.target["url"])
+    method: str = "POST"
+    content: bytes | None = body
+    if job.sub is None and job.target.get("method") == "GET":
+        # A per-request target that asked for GET (Plivo's ``callback_method=GET`` pattern) gets
+        # the same JSON, and signature, in the ``event`` query parameter.
+        del headers["content-type"]
+        query = urlencode({"event": body.decode("utf-8")})
+        url, method, content = f"{url}{'&' if '?' in url else '?'}{query}", "GET", None
     parent = str(event.get("traceparent") or "")
     if not parent:
-        return await _exchange(ctx, lambda: _open(ctx, job, url, body, headers))
+        return await _exchange(ctx, method, url, content, headers)
     attributes = {"callback_gateway.event_id": str(event["id"]), "callback_gateway.delivery_id": job.dlv_id}
     fallback = tracing.child(parent)
     with tracing.span(
         ctx.settings, "webhook.deliver", parent, fallback=fallback, kind="client", attributes=attributes
     ) as span:
         headers["traceparent"] = span.traceparent
-        attempt = await _exchange(ctx, lambda: _open(ctx, job, url, body, headers))
+        attempt = await _exchange(ctx, method, url, content, headers)
         span.set("callback_gateway.outcome", attempt.outcome.value)
         if attempt.status_code is not None:
             span.set("http.response.status_code", attempt.status_code)
@@ -267,40 +238,39 @@ async def _send_relay(ctx: WorkerContext, job: Job) -> Attempt:
     if job.event.get("type") not in relay.RELAYED_TYPES:
         return Attempt(Outcome.SUCCESS, None, "", None, "not relayed: not a Plivo callback")
     req = relay.build(ctx.settings, job.target, job.event)
-    return await _exchange(
-        ctx, lambda: ctx.http.stream(req.method, req.url, content=req.content, headers=req.headers)
-    )
+    # The URL is sent exactly as signed.
+    return await _exchange(ctx, req.method, req.url, req.content, req.headers, encoded=True)
 
 
 async def _exchange(
-    ctx: WorkerContext, opener: Callable[[], AbstractAsyncContextManager[httpx.Response]]
+    ctx: WorkerContext,
+    method: str,
+    url: str,
+    content: bytes | None,
+    headers: dict[str, str],
+    *,
+    encoded: bool = False,
 ) -> Attempt:
     """One HTTP exchange under the attempt deadline, its answer read up to the size limit."""
-    limit = ctx.settings.GATEWAY_MAX_RESPONSE_BYTES
     try:
-        async with asyncio.timeout(ctx.settings.GATEWAY_DELIVERY_TIMEOUT):
-            async with opener() as response:
-                answer = await _drain(response, limit)
-    except (TimeoutError, httpx.TimeoutException) as exc:
-        return Attempt(Outcome.TIMEOUT, None, f"timeout: {type(exc).__name__}", None)
-    except httpx.HTTPError as exc:
-        return Attempt(Outcome.CONNECT_ERROR, None, f"{type(exc).__name__}: {exc}"[:200], None)
-    outcome = classify_status(response.status_code)
+        answer = await ctx.http.request(
+            method,
+            url,
+            body=content,
+            headers=headers,
+            limit=ctx.settings.GATEWAY_MAX_RESPONSE_BYTES,
+            encoded=encoded,
+        )
+    except ExchangeError as exc:
+        if exc.timeout:
+            return Attempt(Outcome.TIMEOUT, None, str(exc), None)
+        return Attempt(Outcome.CONNECT_ERROR, None, str(exc), None)
+    outcome = classify_status(answer.status)
     retry_after = None
-    if response.status_code in (429, 503):
-        retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
-    text = answer.decode("utf-8", errors="replace")
-    return Attempt(outcome, response.status_code, "", retry_after, text)
-
-
-async def _drain(response: httpx.Response, limit: int) -> bytes:
-    """Read at most ``limit`` bytes of the answer; the rest is never read."""
-    buf = bytearray()
-    async for chunk in response.aiter_raw():
-        buf += chunk
-        if len(buf) >= limit:
-            break
-    return bytes(buf[:limit])
+    if answer.status in (429, 503):
+        retry_after = parse_retry_after(answer.retry_after, time.time())
+    text = answer.body.decode("utf-8", errors="replace")
+    return Attempt(outcome, answer.status, "", retry_after, text)
 
 
 async def _enqueue(ctx: WorkerContext, job: Job) -> Attempt:
@@ -335,32 +305,40 @@ def _schedule(ctx: WorkerContext, sub: dict[str, str] | None) -> list[float]:
     return list(ctx.settings.GATEWAY_RETRY_SCHEDULE)
 
 
-async def _record(ctx: WorkerContext, job: Job, result: Attempt) -> str:
-    now = ctx.clock()
+def _attempt_record(ctx: WorkerContext, job: Job, result: Attempt, now: int) -> AttemptRecord:
     entry = _log_entry(job, result, now)
-    common: dict[str, Any] = {"cycle": job.cycle, "attempts": job.attempt, "log_entry": entry, "now": now}
     if result.outcome is Outcome.SUCCESS:
-        status = await ctx.deliveries.record(
-            job.dlv_id, status="succeeded", code=result.status_code, error="", **common
-        )
-    else:
-        delay = next_delay(
-            job.attempt,
-            result.outcome,
-            _schedule(ctx, job.sub),
-            retry_after=result.retry_after,
-            overload_floor=ctx.settings.GATEWAY_OVERLOAD_FLOOR,
-        )
-        error = result.error or f"HTTP {result.status_code}"
-        retry_at = None if delay is None else now + int(delay * 1000)
-        status = await ctx.deliveries.record(
-            job.dlv_id,
-            status="failed" if delay is None else "pending",
-            code=result.status_code,
-            error=error,
-            retry_at=retry_at,
-            **common,
-        )
+        return AttemptRecord("succeeded", job.attempt, result.status_code, "", entry)
+    delay = next_delay(
+        job.attempt,
+        result.outcome,
+        _schedule(ctx, job.sub),
+        retry_after=result.retry_after,
+        overload_floor=ctx.settings.GATEWAY_OVERLOAD_FLOOR,
+    )
+    error = result.error or f"HTTP {result.status_code}"
+    if delay is None:
+        return AttemptRecord("failed", job.attempt, result.status_code, error, entry)
+    return AttemptRecord("pending", job.attempt, result.status_code, error, entry, now + int(delay * 1000))
+
+
+async def _finish(
+    ctx: WorkerContext, job: Job, begun: Begun, result: Attempt, ack: tuple[str, str, str] | None
+) -> str:
+    now = ctx.clock()
+    status, state = await ctx.deliveries.finish(
+        job.dlv_id,
+        begun,
+        _attempt_record(ctx, job, result, now),
+        sub=job.sub["id"] if job.sub else "",
+        breaker=breaker_policy(ctx),
+        ok=result.outcome is Outcome.SUCCESS,
+        gone=result.outcome is Outcome.GONE,
+        ack=ack,
+        now=now,
+    )
+    if state == "disabled" and job.sub is not None:
+        await _operator_event(ctx, job.sub, gone=result.outcome is Outcome.GONE)
     metrics.DELIVERY_ATTEMPTS.labels(result.outcome.value).inc()
     if result.outcome is Outcome.SUCCESS and job.cycle == 0:
         metrics.observe_first_success(job.event.get("created_at"), time.time())
@@ -378,15 +356,15 @@ async def _record(ctx: WorkerContext, job: Job, result: Attempt) -> str:
     return status
 
 
-async def _abandon(ctx: WorkerContext, job: Job, why: str) -> str:
+async def _abandon(ctx: WorkerContext, dlv_id: str, begun: Begun) -> str:
     """End a delivery whose subscription is gone or disabled (dead letter, no attempt made)."""
     return await ctx.deliveries.record(
-        job.dlv_id,
-        cycle=job.cycle,
+        dlv_id,
+        cycle=begun.cycle,
         status="failed",
-        attempts=job.attempt - 1,
+        attempts=begun.attempts,
         code=None,
-        error=why,
+        error=begun.reason,
         now=ctx.clock(),
     )
 
@@ -410,11 +388,7 @@ async def deliver_job(
 ) -> str:
     """arq job: attempt ``attempt`` of cycle ``cycle`` of a delivery (a retry, replay or deferral)."""
     wctx: WorkerContext = ctx["gw"]
-    record = await wctx.deliveries.get_delivery(dlv_id)
-    skip = _skip_reason(record, cycle, attempt)
-    if skip:
-        return skip
-    event = await wctx.deliveries.get_event(record["event_id"])
-    if event is None:
-        return "expired"
-    return await attempt_delivery(wctx, dlv_id, event, cycle=cycle, attempt=attempt)
+    limits = attempt_limits(wctx)
+    begun = await wctx.deliveries.begin(dlv_id, cycle, attempt, limits, now=wctx.clock(), with_event=True)
+    event: dict[str, Any] = json.loads(begun.event) if begun.event else {}
+    return await run_begun(wctx, dlv_id, event, begun)

@@ -2,10 +2,11 @@
 
 Every event goes to the targets of its request and to every active subscription whose
 ``event_types`` match (``*`` matches all but operator events). Subscriptions are found through
-per-type index sets (``DeliveryStore.matching_subscriptions``: one round trip, no scan). The event
-and its delivery records are written by one script (``DeliveryStore.emit``); calling this again for
-the same event (after a crash, or a replayed inbox entry) finds them and only attempts the
-deliveries that are still pending and not yet attempted (the others have their retry job).
+per-type index sets (``DeliveryStore.matching_subscriptions``: no scan; the consumer reads them in
+the same round trip as the correlation). The event, its delivery records and the start of each
+first attempt (lease, admission) are one script (``DeliveryStore.emit_and_begin``); calling this
+again for the same event (after a crash, or a replayed inbox entry) finds them and only attempts
+the deliveries that are still pending and not yet attempted (the others have their retry job).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from typing import Any
 
 from gateway import logs
 from workers.context import WorkerContext
-from workers.delivery import attempt_delivery, delivery_id
+from workers.delivery import attempt_limits, delivery_id, run_begun
 
 log = logs.get("workers.fanout")
+
+ACTIONABLE = frozenset({"go", "abandon", "leased", "refused"})  # the other answers: nothing is due
 
 
 def deliveries_for(
@@ -42,21 +45,35 @@ async def fan_out(
     request_targets: list[dict[str, Any]],
     *,
     deliver: bool = True,
-) -> None:
-    """Store ``event`` and, when ``deliver``, its deliveries; attempt the new ones now."""
+    subscriptions: list[tuple[str, str]] | None = None,
+    ack: tuple[str, str, str] | None = None,
+) -> bool:
+    """Store ``event`` and, when ``deliver``, its deliveries; attempt the new ones now.
+
+    ``subscriptions``: the matching ones when the caller already has them (read in the same round
+    trip as the correlation). ``ack``: the inbox entry (inbox, group, entry id) this event comes
+    from; when exactly one attempt is made, its record and the entry's acknowledgement are one
+    script. Returns True when the entry was acknowledged here."""
     deliveries: list[tuple[str, dict[str, Any]]] = []
     if deliver:
-        subscriptions = await ctx.deliveries.matching_subscriptions(str(event.get("type") or ""))
+        if subscriptions is None:
+            subscriptions = await ctx.deliveries.matching_subscriptions(str(event.get("type") or ""))
         deliveries = deliveries_for(event, request_targets, subscriptions)
-    _, states = await ctx.deliveries.emit(event, deliveries, now=ctx.clock())
-    pending = [d for (d, _), s in zip(deliveries, states, strict=True) if s == "pending"]
-    # attempt=1: a delivery whose first attempt already happened has its retry job; do not race it.
+    _, _, begun = await ctx.deliveries.emit_and_begin(event, deliveries, attempt_limits(ctx), now=ctx.clock())
+    attempts = [
+        (dlv_id, b) for (dlv_id, _), b in zip(deliveries, begun, strict=True) if b.state in ACTIONABLE
+    ]
+    going = [b for _, b in attempts if b.state == "go"]
+    one_ack = ack if len(going) == 1 and len(attempts) == 1 else None
     results = await asyncio.gather(
-        *(attempt_delivery(ctx, d, event, cycle=0, attempt=1) for d in pending), return_exceptions=True
+        *(run_begun(ctx, dlv_id, event, b, ack=one_ack) for dlv_id, b in attempts), return_exceptions=True
     )
-    for dlv_id, result in zip(pending, results, strict=True):
+    acked = one_ack is not None
+    for (dlv_id, _), result in zip(attempts, results, strict=True):
         if isinstance(result, BaseException):
+            acked = False
             await _first_attempt_failed(ctx, dlv_id, result)
+    return acked
 
 
 FIRST_ATTEMPT_RETRY_MS = 5000

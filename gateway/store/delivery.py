@@ -77,79 +77,91 @@ local function schedule(queue, job_id, payload, score)
 end
 """.replace("JOB_TTL_MS", str(ARQ_JOB_TTL_MS))
 
+# Store an event and its delivery records once. Returns {created, states}.
+_EMIT_FN = """
+local function emit(p, eid, event_json, ret, now, api_id, etype, first, last)
+  local cutoff = now - ret * 1000
+  local created = redis.call('SET', p .. 'evt:' .. eid, event_json, 'NX', 'EX', ret)
+  if created then
+    if api_id ~= '' then
+      redis.call('RPUSH', p .. 'reqevents:' .. api_id, eid)
+      redis.call('EXPIRE', p .. 'reqevents:' .. api_id, ret)
+    end
+    local idx = {p .. 'deliveries', p .. 'deliveries:status:pending', p .. 'deliveries:type:' .. etype}
+    for i = first, last, 3 do
+      local id, sub = ARGV[i], ARGV[i + 2]
+      local dkey = p .. 'dlv:' .. id
+      redis.call('HSET', dkey, 'id', id, 'event_id', eid, 'event_type', etype, 'target', ARGV[i + 1],
+                 'sub', sub, 'status', 'pending', 'attempts', 0, 'cycle', 0, 'deferrals', 0,
+                 'created_at', now, 'updated_at', now)
+      redis.call('EXPIRE', dkey, ret)
+      redis.call('SADD', p .. 'evtdlv:' .. eid, id)
+      for _, k in ipairs(idx) do redis.call('ZADD', k, now, id) end
+      if sub ~= '' then
+        redis.call('ZADD', p .. 'deliveries:sub:' .. sub, now, id)
+        trim(p .. 'deliveries:sub:' .. sub, cutoff)
+      end
+    end
+    if last >= first then
+      redis.call('EXPIRE', p .. 'evtdlv:' .. eid, ret)
+      for _, k in ipairs(idx) do trim(k, cutoff) end
+    end
+  end
+  -- Whoever waits on the request (GET ?wait=, SSE) finds its event stored from now on.
+  if api_id ~= '' then redis.call('PUBLISH', p .. 'notify', api_id) end
+  local states = {}
+  for i = first, last, 3 do
+    states[#states + 1] = redis.call('HGET', p .. 'dlv:' .. ARGV[i], 'status') or 'missing'
+  end
+  return {created and 1 or 0, states}
+end
+"""
+
 # ARGV: prefix, event_id, event_json, retention_s, now_ms, api_id, event_type,
 #       then (delivery_id, target_json, sub_id) per delivery.
 _EMIT = (
     _TRIM
+    + _EMIT_FN
     + """
-local p, eid, ret, now, etype = ARGV[1], ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[7]
-local cutoff = now - ret * 1000
-local created = redis.call('SET', p .. 'evt:' .. eid, ARGV[3], 'NX', 'EX', ret)
-if created then
-  if ARGV[6] ~= '' then
-    redis.call('RPUSH', p .. 'reqevents:' .. ARGV[6], eid)
-    redis.call('EXPIRE', p .. 'reqevents:' .. ARGV[6], ret)
-  end
-  local idx = {p .. 'deliveries', p .. 'deliveries:status:pending', p .. 'deliveries:type:' .. etype}
-  for i = 8, #ARGV, 3 do
-    local id, sub = ARGV[i], ARGV[i + 2]
-    local dkey = p .. 'dlv:' .. id
-    redis.call('HSET', dkey, 'id', id, 'event_id', eid, 'event_type', etype, 'target', ARGV[i + 1],
-               'sub', sub, 'status', 'pending', 'attempts', 0, 'cycle', 0, 'deferrals', 0,
-               'created_at', now, 'updated_at', now)
-    redis.call('EXPIRE', dkey, ret)
-    redis.call('SADD', p .. 'evtdlv:' .. eid, id)
-    for _, k in ipairs(idx) do redis.call('ZADD', k, now, id) end
-    if sub ~= '' then
-      redis.call('ZADD', p .. 'deliveries:sub:' .. sub, now, id)
-      trim(p .. 'deliveries:sub:' .. sub, cutoff)
-    end
-  end
-  if #ARGV >= 8 then
-    redis.call('EXPIRE', p .. 'evtdlv:' .. eid, ret)
-    for _, k in ipairs(idx) do trim(k, cutoff) end
-  end
-end
-local states = {}
-for i = 8, #ARGV, 3 do
-  states[#states + 1] = redis.call('HGET', p .. 'dlv:' .. ARGV[i], 'status') or 'missing'
-end
-return {created and 1 or 0, states}
+return emit(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7], 8, #ARGV)
 """
 )
 
 # Record one attempt and, when it is to be retried, write its retry job. Only a pending delivery
 # of the expected cycle changes: a late result cannot turn a succeeded delivery into a failed one.
-# ARGV: prefix, id, cycle ('' = any), status, attempts, code, error, now, next_at, retention_s,
-#       log_json, queue, job_id ('' = none), job_payload
-_RECORD = (
-    _TRIM
-    + """
-local p, id, now, ret = ARGV[1], ARGV[2], tonumber(ARGV[8]), tonumber(ARGV[10])
-local dkey = p .. 'dlv:' .. id
-local cur = redis.call('HMGET', dkey, 'status', 'cycle', 'created_at')
-if not cur[1] then return 'missing' end
-if cur[1] ~= 'pending' or (ARGV[3] ~= '' and cur[2] ~= ARGV[3]) then return cur[1] end
-local status = ARGV[4]
-redis.call('HSET', dkey, 'status', status, 'attempts', ARGV[5], 'last_code', ARGV[6],
-           'last_error', ARGV[7], 'last_attempt_at', now, 'updated_at', now, 'next_attempt_at', ARGV[9])
-redis.call('EXPIRE', dkey, ret)
-if ARGV[11] ~= '' then
-  local lkey = p .. 'dlvlog:' .. id
-  redis.call('RPUSH', lkey, ARGV[11])
-  redis.call('LTRIM', lkey, -LOG_MAX, -1)
-  redis.call('EXPIRE', lkey, ret)
+# Arguments (from ARGV[o] on): id, cycle ('' = any), status, attempts, code, error, now, next_at,
+# log_json, job_id ('' = none), job_payload.
+_RECORD_FN = """
+local function record(p, ret, queue, o)
+  local id, now = ARGV[o], tonumber(ARGV[o + 6])
+  local dkey = p .. 'dlv:' .. id
+  local cur = redis.call('HMGET', dkey, 'status', 'cycle', 'created_at')
+  if not cur[1] then return 'missing' end
+  if cur[1] ~= 'pending' or (ARGV[o + 1] ~= '' and cur[2] ~= ARGV[o + 1]) then return cur[1] end
+  local status = ARGV[o + 2]
+  redis.call('HSET', dkey, 'status', status, 'attempts', ARGV[o + 3], 'last_code', ARGV[o + 4],
+             'last_error', ARGV[o + 5], 'last_attempt_at', now, 'updated_at', now,
+             'next_attempt_at', ARGV[o + 7])
+  redis.call('EXPIRE', dkey, ret)
+  if ARGV[o + 8] ~= '' then
+    local lkey = p .. 'dlvlog:' .. id
+    redis.call('RPUSH', lkey, ARGV[o + 8])
+    redis.call('LTRIM', lkey, -LOG_MAX, -1)
+    redis.call('EXPIRE', lkey, ret)
+  end
+  if status ~= 'pending' then
+    local created = tonumber(cur[3]) or now
+    redis.call('ZREM', p .. 'deliveries:status:pending', id)
+    redis.call('ZADD', p .. 'deliveries:status:' .. status, created, id)
+    trim(p .. 'deliveries:status:' .. status, now - ret * 1000)
+  end
+  if ARGV[o + 9] ~= '' then schedule(queue, ARGV[o + 9], ARGV[o + 10], tonumber(ARGV[o + 7])) end
+  return status
 end
-if status ~= 'pending' then
-  local created = tonumber(cur[3]) or now
-  redis.call('ZREM', p .. 'deliveries:status:pending', id)
-  redis.call('ZADD', p .. 'deliveries:status:' .. status, created, id)
-  trim(p .. 'deliveries:status:' .. status, now - ret * 1000)
-end
-if ARGV[13] ~= '' then schedule(ARGV[12], ARGV[13], ARGV[14], tonumber(ARGV[9])) end
-return status
 """.replace("LOG_MAX", str(LOG_MAX))
-)
+
+# ARGV: prefix, retention_s, queue, then the record arguments.
+_RECORD = _TRIM + _RECORD_FN + "return record(ARGV[1], tonumber(ARGV[2]), ARGV[3], 4)\n"
 
 # Put the current attempt off (admission refused or lease busy): a new job for the same
 # (cycle, attempt), with a fresh id. ARGV: prefix, id, cycle, attempt, run_at, queue, payload
@@ -285,80 +297,186 @@ return 1
 """
 
 # Admission: concurrency slot, rate token, breaker; nothing is taken unless all three allow.
-# ARGV: prefix, sub, now, rate_per_s, burst, cap, slot_token, slot_ttl_ms, concurrency_wait_ms
 # Returns {1, 0, 'ok'|'probe'} or {0, wait_ms, reason}.
-_ADMIT = """
-local p, sub, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local rate, burst, cap, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
-local ikey, qkey, bkey = p .. 'inflight:' .. sub, p .. 'bucket:' .. sub, p .. 'breaker:' .. sub
-redis.call('ZREMRANGEBYSCORE', ikey, '-inf', now)
-if redis.call('ZCARD', ikey) >= cap then return {0, tonumber(ARGV[9]), 'concurrency'} end
-local t = redis.call('HMGET', qkey, 'tokens', 'ts')
-local tokens = tonumber(t[1]) or burst
-local ts = tonumber(t[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
-if tokens < 1 then return {0, math.ceil((1 - tokens) * 1000 / rate), 'rate_limited'} end
-local b = redis.call('HMGET', bkey, 'state', 'open_until', 'probe_until')
-local state, probe = b[1] or 'closed', false
-if state == 'open' and now < tonumber(b[2]) then return {0, tonumber(b[2]) - now, 'breaker_open'} end
-if state == 'half_open' and now < (tonumber(b[3]) or 0) then
-  return {0, tonumber(b[3]) - now, 'breaker_probing'}
+_ADMIT_FN = """
+local function admit(p, sub, now, rate, burst, cap, token, ttl, concurrency_wait)
+  local ikey, qkey, bkey = p .. 'inflight:' .. sub, p .. 'bucket:' .. sub, p .. 'breaker:' .. sub
+  redis.call('ZREMRANGEBYSCORE', ikey, '-inf', now)
+  if redis.call('ZCARD', ikey) >= cap then return {0, concurrency_wait, 'concurrency'} end
+  local t = redis.call('HMGET', qkey, 'tokens', 'ts')
+  local tokens = tonumber(t[1]) or burst
+  local ts = tonumber(t[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+  if tokens < 1 then return {0, math.ceil((1 - tokens) * 1000 / rate), 'rate_limited'} end
+  local b = redis.call('HMGET', bkey, 'state', 'open_until', 'probe_until')
+  local state, probe = b[1] or 'closed', false
+  if state == 'open' and now < tonumber(b[2]) then return {0, tonumber(b[2]) - now, 'breaker_open'} end
+  if state == 'half_open' and now < (tonumber(b[3]) or 0) then
+    return {0, tonumber(b[3]) - now, 'breaker_probing'}
+  end
+  if state ~= 'closed' then
+    probe = true
+    redis.call('HSET', bkey, 'state', 'half_open', 'probe_until', now + ttl)
+  end
+  redis.call('HSET', qkey, 'tokens', tostring(tokens - 1), 'ts', now)
+  redis.call('PEXPIRE', qkey, math.ceil(burst * 1000 / rate) + 60000)
+  redis.call('ZADD', ikey, now + ttl, token)
+  redis.call('PEXPIRE', ikey, ttl * 2)
+  return {1, 0, probe and 'probe' or 'ok'}
 end
-if state ~= 'closed' then
-  probe = true
-  redis.call('HSET', bkey, 'state', 'half_open', 'probe_until', now + ttl)
-end
-redis.call('HSET', qkey, 'tokens', tostring(tokens - 1), 'ts', now)
-redis.call('PEXPIRE', qkey, math.ceil(burst * 1000 / rate) + 60000)
-redis.call('ZADD', ikey, now + ttl, ARGV[7])
-redis.call('PEXPIRE', ikey, ttl * 2)
-return {1, 0, probe and 'probe' or 'ok'}
 """
 
+# ARGV: prefix, sub, now, rate_per_s, burst, cap, slot_token, slot_ttl_ms, concurrency_wait_ms
+_ADMIT = (
+    _ADMIT_FN
+    + """
+return admit(ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
+             tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]))
+"""
+)
+
 # After an attempt: free the slot, feed the breaker and the failing clock, maybe disable.
-# ARGV: prefix, sub, slot_token, now, ok ('1'/'0'), gone ('1'/'0'), window_ms, min_requests,
-#       failure_rate, cooldown_ms, disable_after_ms
+# Arguments (from ARGV[o] on): slot_token, now, ok ('1'/'0'), gone ('1'/'0'), window_ms,
+# min_requests, failure_rate, cooldown_ms, disable_after_ms.
 # Returns the breaker state, or 'disabled' when this attempt disabled the subscription.
-_SETTLE = (
+_SETTLE_FN = (
     _DISABLE_FN
     + """
-local p, sub, now = ARGV[1], ARGV[2], tonumber(ARGV[4])
-local ok, gone = ARGV[5] == '1', ARGV[6] == '1'
-local window, minreq, rate, cooldown = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]),
-  tonumber(ARGV[10])
-redis.call('ZREM', p .. 'inflight:' .. sub, ARGV[3])
-local skey, bkey = p .. 'sub:' .. sub, p .. 'breaker:' .. sub
-local info = redis.call('HMGET', skey, 'status', 'failing_since')
-if not info[1] then return 'gone' end
-local b = redis.call('HMGET', bkey, 'state', 'window_start', 'ok', 'fail', 'open_until')
-local state, ws = b[1] or 'closed', tonumber(b[2]) or now
-local okc, failc, open_until = tonumber(b[3]) or 0, tonumber(b[4]) or 0, tonumber(b[5]) or 0
-if now - ws >= window then ws, okc, failc = now, 0, 0 end
-if ok then okc = okc + 1 else failc = failc + 1 end
-if state == 'half_open' then
-  if ok then state, ws, okc, failc = 'closed', now, 0, 0 else state, open_until = 'open', now + cooldown end
-elseif state == 'closed' and not ok and okc + failc >= minreq and failc / (okc + failc) >= rate then
-  state, open_until = 'open', now + cooldown
-end
-redis.call('HSET', bkey, 'state', state, 'window_start', ws, 'ok', okc, 'fail', failc,
-           'open_until', open_until)
-redis.call('PEXPIRE', bkey, window + cooldown + 3600000)
-if ok then
-  redis.call('HDEL', skey, 'failing_since')
+local function settle(p, sub, o)
+  local now = tonumber(ARGV[o + 1])
+  local ok, gone = ARGV[o + 2] == '1', ARGV[o + 3] == '1'
+  local window, minreq, rate, cooldown = tonumber(ARGV[o + 4]), tonumber(ARGV[o + 5]),
+    tonumber(ARGV[o + 6]), tonumber(ARGV[o + 7])
+  redis.call('ZREM', p .. 'inflight:' .. sub, ARGV[o])
+  local skey, bkey = p .. 'sub:' .. sub, p .. 'breaker:' .. sub
+  local info = redis.call('HMGET', skey, 'status', 'failing_since')
+  if not info[1] then return 'gone' end
+  local b = redis.call('HMGET', bkey, 'state', 'window_start', 'ok', 'fail', 'open_until')
+  local state, ws = b[1] or 'closed', tonumber(b[2]) or now
+  local okc, failc, open_until = tonumber(b[3]) or 0, tonumber(b[4]) or 0, tonumber(b[5]) or 0
+  if now - ws >= window then ws, okc, failc = now, 0, 0 end
+  if ok then okc = okc + 1 else failc = failc + 1 end
+  if state == 'half_open' then
+    if ok then state, ws, okc, failc = 'closed', now, 0, 0 else state, open_until = 'open', now + cooldown end
+  elseif state == 'closed' and not ok and okc + failc >= minreq and failc / (okc + failc) >= rate then
+    state, open_until = 'open', now + cooldown
+  end
+  redis.call('HSET', bkey, 'state', state, 'window_start', ws, 'ok', okc, 'fail', failc,
+             'open_until', open_until)
+  redis.call('PEXPIRE', bkey, window + cooldown + 3600000)
+  if ok then
+    redis.call('HDEL', skey, 'failing_since')
+    return state
+  end
+  if info[1] ~= 'active' then return state end
+  if gone then
+    disable(p, sub, 'endpoint answered 410 Gone', now)
+    return 'disabled'
+  end
+  if not info[2] then
+    redis.call('HSET', skey, 'failing_since', now)
+  elseif now - tonumber(info[2]) >= tonumber(ARGV[o + 8]) then
+    disable(p, sub, 'failing since ' .. info[2], now)
+    return 'disabled'
+  end
   return state
 end
-if info[1] ~= 'active' then return state end
-if gone then
-  disable(p, sub, 'endpoint answered 410 Gone', now)
-  return 'disabled'
+"""
+)
+
+# ARGV: prefix, sub, then the settle arguments.
+_SETTLE = _SETTLE_FN + "return settle(ARGV[1], ARGV[2], 3)\n"
+
+# The start of an attempt, in one step: is the delivery still due (pending, the expected cycle and
+# attempt), is its subscription still active, then the lease, then (for a subscription) admission.
+# Nothing is taken unless everything allows; a refused admission gives the lease back.
+# Arguments (from ARGV[o] on): id, cycle ('' = any), attempt ('' = any), lease_token, lease_ttl_ms,
+# now, default_rate, burst, cap, concurrency_wait_ms, with_event ('1': return the event's JSON).
+# Returns {'go', cycle, attempts, target, url, secrets, retry_schedule, admission, event} |
+#         {'abandon', cycle, attempts, why} | {'leased', cycle, attempts} |
+#         {'refused', cycle, attempts, reason, wait_ms} | {status, 'missing', 'stale' or 'expired'}
+_BEGIN_FN = """
+local function begin(p, o)
+  local id, token, ttl, now = ARGV[o], ARGV[o + 3], tonumber(ARGV[o + 4]), tonumber(ARGV[o + 5])
+  local d = redis.call('HMGET', p .. 'dlv:' .. id, 'status', 'cycle', 'attempts', 'target', 'sub',
+                      'event_id')
+  if not d[1] then return {'missing'} end
+  if d[1] ~= 'pending' then return {d[1]} end
+  if ARGV[o + 1] ~= '' and d[2] ~= ARGV[o + 1] then return {'stale'} end
+  if ARGV[o + 2] ~= '' and tonumber(d[3]) + 1 ~= tonumber(ARGV[o + 2]) then return {'stale'} end
+  local event = ''
+  if ARGV[o + 10] == '1' then
+    event = redis.call('GET', p .. 'evt:' .. d[6])
+    if not event then return {'expired'} end
+  end
+  local sub, s = d[5] or '', {}
+  if sub ~= '' then
+    s = redis.call('HMGET', p .. 'sub:' .. sub, 'status', 'url', 'secrets', 'retry_schedule', 'rate_limit')
+    if not s[1] then return {'abandon', d[2], d[3], 'subscription deleted'} end
+    if s[1] ~= 'active' then return {'abandon', d[2], d[3], 'subscription disabled'} end
+  end
+  local lkey = p .. 'lease:' .. id
+  if not redis.call('SET', lkey, token, 'NX', 'PX', ttl) then return {'leased', d[2], d[3]} end
+  local admission = 'ok'
+  if sub ~= '' then
+    local rate = tonumber(s[5]) or tonumber(ARGV[o + 6])
+    local a = admit(p, sub, now, rate, tonumber(ARGV[o + 7]), tonumber(ARGV[o + 8]), token, ttl,
+                    tonumber(ARGV[o + 9]))
+    if a[1] == 0 then
+      redis.call('DEL', lkey)
+      return {'refused', d[2], d[3], a[3], a[2]}
+    end
+    admission = a[3]
+  end
+  return {'go', d[2], d[3], d[4], s[2] or '', s[3] or '', s[4] or '', admission, event}
 end
-if not info[2] then
-  redis.call('HSET', skey, 'failing_since', now)
-elseif now - tonumber(info[2]) >= tonumber(ARGV[11]) then
-  disable(p, sub, 'failing since ' .. info[2], now)
-  return 'disabled'
+"""
+
+# ARGV: prefix, then the begin arguments.
+_BEGIN = _ADMIT_FN + _BEGIN_FN + "return begin(ARGV[1], 2)\n"
+
+# An event, its deliveries, and the start of each one's first attempt, in one step (the fan-out's
+# one round trip before sending). ARGV: prefix, event_id, event_json, retention_s, now_ms, api_id,
+# event_type, n (deliveries), then n (delivery_id, target_json, sub_id), then per delivery the
+# begin arguments (11 each). Returns {created, states, begun}.
+_EMIT_BEGIN = (
+    _TRIM
+    + _EMIT_FN
+    + _ADMIT_FN
+    + _BEGIN_FN
+    + """
+local p, n = ARGV[1], tonumber(ARGV[8])
+local last = 8 + n * 3
+local out = emit(p, ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7], 9, last)
+local begun = {}
+for i = 1, n do
+  if out[2][i] == 'pending' then begun[i] = begin(p, last + 1 + (i - 1) * 11) else begun[i] = {out[2][i]} end
 end
-return state
+return {out[1], out[2], begun}
+"""
+)
+
+# The end of an attempt, in one step: the subscription's slot, breaker and failing clock (when
+# there is a subscription), the record and the next attempt's job, the lease given back (only if
+# it is still ours), and, when this was the last delivery of an inbox entry, the entry's XACK + XDEL.
+# ARGV: prefix, retention_s, queue, sub ('' = none), lease_key, lease_token, inbox, group,
+#       entry_id ('' = none), then 11 record arguments, then 9 settle arguments.
+# Returns {record status, breaker state ('' without a subscription)}.
+_FINISH = (
+    _TRIM
+    + _RECORD_FN
+    + _SETTLE_FN
+    + """
+local p, sub = ARGV[1], ARGV[4]
+local state = ''
+if sub ~= '' then state = settle(p, sub, 21) end
+local status = record(p, tonumber(ARGV[2]), ARGV[3], 10)
+if redis.call('GET', ARGV[5]) == ARGV[6] then redis.call('DEL', ARGV[5]) end
+if ARGV[9] ~= '' then
+  redis.call('XACK', ARGV[7], ARGV[8], ARGV[9])
+  redis.call('XDEL', ARGV[7], ARGV[9])
+end
+return {status, state}
 """
 )
 
@@ -377,6 +495,62 @@ class BreakerPolicy:
     failure_rate: float
     cooldown_ms: int
     disable_after_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptLimits:
+    """What ``begin`` needs besides the delivery: the lease and a subscription's admission."""
+
+    lease_ttl_ms: int
+    rate: float  # tokens per second, unless the subscription sets its own ``rate_limit``
+    burst: int
+    cap: int
+    concurrency_wait_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Begun:
+    """The answer of ``begin``. ``state`` is ``go`` (the lease, and a subscription's admission, are
+    held: attempt now), ``abandon`` (its subscription is gone or disabled: ``reason``), ``leased``
+    (someone else is attempting it), ``refused`` (admission: ``reason``, ``wait_ms``), or why
+    nothing is due: the delivery's status, ``missing`` or ``stale``."""
+
+    state: str
+    cycle: int = 0
+    attempts: int = 0
+    target: str = ""
+    url: str = ""
+    secrets: str = ""
+    retry_schedule: str = ""
+    reason: str = ""
+    wait_ms: int = 0
+    token: str = ""
+    event: str = ""
+
+    @classmethod
+    def parse(cls, raw: list[Any], token: str) -> Begun:
+        state = str(raw[0])
+        if len(raw) == 1:
+            return cls(state)
+        cycle, attempts = int(raw[1]), int(raw[2])
+        if state == "go":
+            target, url, held, schedule, admission, event = (str(v) for v in raw[3:9])
+            return cls(state, cycle, attempts, target, url, held, schedule, admission, 0, token, event)
+        if state == "refused":
+            return cls(state, cycle, attempts, reason=str(raw[3]), wait_ms=int(raw[4]))
+        return cls(state, cycle, attempts, reason=str(raw[3]) if len(raw) > 3 else "")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """What ``finish`` records about one attempt."""
+
+    status: str  # succeeded | failed | pending (to be retried at ``retry_at``)
+    attempts: int
+    code: int | None
+    error: str
+    log_entry: dict[str, Any] | None = None
+    retry_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +592,9 @@ class DeliveryStore:
         self._sub_rotate = redis.register_script(_SUB_ROTATE)
         self._admit = redis.register_script(_ADMIT)
         self._settle = redis.register_script(_SETTLE)
+        self._begin = redis.register_script(_BEGIN)
+        self._emit_begin = redis.register_script(_EMIT_BEGIN)
+        self._finish = redis.register_script(_FINISH)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -432,7 +609,14 @@ class DeliveryStore:
         now: int | None = None,
     ) -> tuple[bool, list[str]]:
         """Store an event and its delivery records once. Returns (created, delivery states)."""
-        args: list[str | int] = [
+        args = self._emit_args(event, now)
+        for dlv_id, target in deliveries:
+            args += [dlv_id, _json(target), str(target.get("subscription") or "")]
+        created, states = await self._emit(keys=[], args=args)
+        return bool(created), [str(s) for s in states]
+
+    def _emit_args(self, event: dict[str, Any], now: int | None) -> list[str | int | float]:
+        return [
             self.prefix,
             str(event["id"]),
             _json(event),
@@ -441,10 +625,140 @@ class DeliveryStore:
             str(event.get("api_id") or ""),
             str(event.get("type") or ""),
         ]
+
+    @staticmethod
+    def _begin_args(
+        dlv_id: str,
+        cycle: int | None,
+        attempt: int | None,
+        token: str,
+        limits: AttemptLimits,
+        now: int,
+        with_event: bool = False,
+    ) -> list[str | int | float]:
+        return [
+            dlv_id,
+            "" if cycle is None else cycle,
+            "" if attempt is None else attempt,
+            token,
+            limits.lease_ttl_ms,
+            now,
+            limits.rate,
+            limits.burst,
+            limits.cap,
+            limits.concurrency_wait_ms,
+            "1" if with_event else "0",
+        ]
+
+    async def emit_and_begin(
+        self,
+        event: dict[str, Any],
+        deliveries: list[tuple[str, dict[str, Any]]],
+        limits: AttemptLimits,
+        *,
+        now: int,
+    ) -> tuple[bool, list[str], list[Begun]]:
+        """``emit``, then ``begin`` the first attempt of each delivery still pending and never
+        attempted, in one script: the fan-out's only round trip before sending."""
+        args = self._emit_args(event, now)
+        args.append(len(deliveries))
         for dlv_id, target in deliveries:
             args += [dlv_id, _json(target), str(target.get("subscription") or "")]
-        created, states = await self._emit(keys=[], args=args)
-        return bool(created), [str(s) for s in states]
+        tokens = [secrets.token_hex(8) for _ in deliveries]
+        for (dlv_id, _), token in zip(deliveries, tokens, strict=True):
+            args += self._begin_args(dlv_id, 0, 1, token, limits, now)
+        created, states, begun = await self._emit_begin(keys=[], args=args)
+        parsed = [Begun.parse(raw, token) for raw, token in zip(begun, tokens, strict=True)]
+        return bool(created), [str(s) for s in states], parsed
+
+    async def begin(
+        self,
+        dlv_id: str,
+        cycle: int | None,
+        attempt: int | None,
+        limits: AttemptLimits,
+        *,
+        now: int,
+        with_event: bool = False,
+    ) -> Begun:
+        """Start attempt ``attempt`` of cycle ``cycle`` (None: whatever is next) if it is due;
+        ``with_event``: also read its event (``expired`` when it is gone)."""
+        token = secrets.token_hex(8)
+        args = [self.prefix, *self._begin_args(dlv_id, cycle, attempt, token, limits, now, with_event)]
+        return Begun.parse(await self._begin(keys=[], args=args), token)
+
+    async def finish(
+        self,
+        dlv_id: str,
+        begun: Begun,
+        outcome: AttemptRecord,
+        *,
+        sub: str = "",
+        breaker: BreakerPolicy | None = None,
+        ok: bool = False,
+        gone: bool = False,
+        ack: tuple[str, str, str] | None = None,
+        now: int,
+    ) -> tuple[str, str]:
+        """Record an attempt ``begin`` allowed: settle the subscription (``sub``), record, give the
+        lease back, and with ``ack`` = (inbox, group, entry id), acknowledge that inbox entry.
+        Returns (the delivery's status, the breaker state or 'disabled' or '')."""
+        inbox, group, entry_id = ack or ("", "", "")
+        args: list[str | int | float | bytes] = [
+            self.prefix,
+            self.retention,
+            self.queue,
+            sub,
+            self.key("lease", dlv_id),
+            begun.token,
+            inbox,
+            group,
+            entry_id,
+            *self._record_args(dlv_id, begun.cycle, outcome, now),
+        ]
+        if sub:
+            assert breaker is not None
+            args += self._settle_args(begun.token, now, ok, gone, breaker)
+        status, state = await self._finish(keys=[], args=args)
+        return str(status), str(state)
+
+    def _record_args(
+        self, dlv_id: str, cycle: int | None, o: AttemptRecord, now: int
+    ) -> list[str | int | bytes]:
+        job_id, payload = "", b""
+        if o.retry_at is not None:
+            job_cycle = cycle or 0
+            job_id = f"{dlv_id}:c{job_cycle}:a{o.attempts + 1}"
+            payload = deliver_payload(dlv_id, job_cycle, o.attempts + 1)
+        return [
+            dlv_id,
+            "" if cycle is None else cycle,
+            o.status,
+            o.attempts,
+            "" if o.code is None else o.code,
+            o.error[:500],
+            now,
+            "" if o.retry_at is None else o.retry_at,
+            _json(o.log_entry) if o.log_entry else "",
+            job_id,
+            payload,
+        ]
+
+    @staticmethod
+    def _settle_args(
+        token: str, now: int, ok: bool, gone: bool, policy: BreakerPolicy
+    ) -> list[str | int | float | bytes]:
+        return [
+            token,
+            now,
+            "1" if ok else "0",
+            "1" if gone else "0",
+            policy.window_ms,
+            policy.min_requests,
+            policy.failure_rate,
+            policy.cooldown_ms,
+            policy.disable_after_ms,
+        ]
 
     async def record(
         self,
@@ -460,26 +774,12 @@ class DeliveryStore:
         now: int | None = None,
     ) -> str:
         """Record an attempt; with ``retry_at``, also write the job of the next attempt."""
-        job_id, payload = "", b""
-        if retry_at is not None:
-            job_cycle = cycle or 0
-            job_id = f"{dlv_id}:c{job_cycle}:a{attempts + 1}"
-            payload = deliver_payload(dlv_id, job_cycle, attempts + 1)
-        args: list[str | int | bytes] = [
+        outcome = AttemptRecord(status, attempts, code, error, log_entry, retry_at)
+        args = [
             self.prefix,
-            dlv_id,
-            "" if cycle is None else cycle,
-            status,
-            attempts,
-            "" if code is None else code,
-            error[:500],
-            now or now_ms(),
-            "" if retry_at is None else retry_at,
             self.retention,
-            _json(log_entry) if log_entry else "",
             self.queue,
-            job_id,
-            payload,
+            *self._record_args(dlv_id, cycle, outcome, now or now_ms()),
         ]
         return str(await self._record(keys=[], args=args))
 
@@ -679,19 +979,7 @@ class DeliveryStore:
         now: int | None = None,
     ) -> str:
         """Report an attempt's outcome. Returns the breaker state, or 'disabled'."""
-        args: list[str | int | float] = [
-            self.prefix,
-            sub_id,
-            token,
-            now or now_ms(),
-            "1" if ok else "0",
-            "1" if gone else "0",
-            policy.window_ms,
-            policy.min_requests,
-            policy.failure_rate,
-            policy.cooldown_ms,
-            policy.disable_after_ms,
-        ]
+        args = [self.prefix, sub_id, *self._settle_args(token, now or now_ms(), ok, gone, policy)]
         return str(await self._settle(keys=[], args=args))
 
     async def breaker_state(self, sub_id: str) -> str:
