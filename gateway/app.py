@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from gateway import logs
 from gateway.api import conformance
@@ -58,7 +59,32 @@ def _install_handlers(app: FastAPI) -> None:
         return JSONResponse({"api_id": api_id, "error": "internal server error"}, status_code=500)
 
 
+class GatewayApp(FastAPI):
+    """FastAPI, with Plivo's callbacks served ahead of it.
+
+    ``POST``/``GET /callbacks/plivo`` go straight to the receiver's ASGI app: FastAPI's middleware
+    stack and routing cost several times the receiver's own work per callback, and the receiver
+    needs none of it (it renders its own errors in the same shape, and the access log skips
+    ``/callbacks/`` anyway). Everything else, including other methods on that path (405 with
+    ``Allow``), takes the usual way."""
+
+    receiver: receiver.Receiver
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == receiver.PATH
+            and scope["method"] in receiver.METHODS
+            and not scope.get("root_path")
+        ):
+            await self.receiver(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings) -> FastAPI:
+    callback_receiver = receiver.Receiver(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = make_redis(settings)
@@ -92,6 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
         notifier = Notifier(notify_redis, settings.GATEWAY_KEY_PREFIX + "notify")
         notifier.start()
         app.state.gw = GatewayState(settings, redis, store, http, plivo, notifier)
+        callback_receiver.open(app.state.gw)
         try:
             yield
         finally:
@@ -100,7 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
             await http.aclose()
             await redis.aclose()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="callback-gateway",
         version="0.1.0",
         lifespan=lifespan,
@@ -109,12 +136,13 @@ def create_app(settings: Settings) -> FastAPI:
         # FastAPI's built-in OpenTelemetry hooks wrap every request; off unless tracing is set up.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
+    app.receiver = callback_receiver
     _install_handlers(app)
     app.add_middleware(logs.AccessLog, enabled=settings.GATEWAY_ACCESS_LOG)
     conformance.install(app)
     app.include_router(proxy_router)
     app.include_router(tokens_router)
-    app.router.routes.append(receiver.route)
+    app.router.routes.append(callback_receiver.route())
     app.include_router(requests.router)
     app.include_router(streams.router)
     app.include_router(callbacks.router)

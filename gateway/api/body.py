@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from starlette.requests import Request
+from starlette.types import Receive
 
 from gateway.callbacks import parse_json
 from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
@@ -43,7 +44,56 @@ async def _read(request: Request, limit: int) -> bytes:
 
 
 def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media_type_of(request.headers.get("content-type", ""))
+
+
+def media_type_of(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+class Disconnected(Exception):
+    """The client went away before its body arrived: there is nobody to answer."""
+
+
+async def receive_limited(
+    receive: Receive, content_length: str | None, limit: int, read_timeout: float
+) -> bytes:
+    """``read_limited`` for a plain ASGI app (no Starlette ``Request``): the same limit, checks,
+    answers and messages, reading ``receive`` directly."""
+    if content_length is not None:
+        try:
+            size = int(content_length)
+        except ValueError as exc:
+            raise BadRequest("invalid Content-Length") from exc
+        if size > limit:
+            raise PayloadTooLarge(f"request body over {limit} bytes")
+    try:
+        async with asyncio.timeout(read_timeout):
+            return await _receive(receive, limit)
+    except TimeoutError as exc:
+        raise RequestTimeout(f"request body not received within {read_timeout:g} s") from exc
+
+
+async def _receive(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.disconnect":
+            raise Disconnected
+        if kind != "http.request":
+            continue
+        chunk: bytes = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"request body over {limit} bytes")
+        if not message.get("more_body", False):
+            if not chunks:
+                return chunk  # the usual case: the whole body in one message
+            chunks.append(chunk)
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 async def read_json(request: Request, settings: Settings, *, optional: bool = False) -> dict[str, Any]:

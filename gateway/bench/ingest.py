@@ -17,7 +17,7 @@ from gateway.bench.report import Stats, fmt, latency_cells
 from gateway.embedded_redis import free_port
 
 # Sign enough distinct callbacks for this many per second; beyond it wrk replays (then reported).
-CORPUS_RATE = 10_000
+CORPUS_RATE = 25_000
 
 
 def _inbox_len(run: Run) -> int | None:

@@ -1,147 +1,335 @@
 """The callback receiver: verify, store durably, answer. Nothing else on the request path.
 
-Correlation and fan-out happen in the worker; this route costs one Redis round trip (the
+Correlation and fan-out happen in the worker; this path costs one Lua script per callback (the
 ``ingest`` script: dedup + XADD). It answers 200 only after that script returned, and 503 when
 Redis is unreachable so that Plivo retries later.
+
+It is the hottest path of the gateway, so it is a plain ASGI app that the application calls
+ahead of FastAPI's middleware and routing (``gateway.app.GatewayApp``), reading the ASGI scope and
+messages directly. What that skips cost about two thirds of the receiver's CPU per callback
+(docs/performance.md): request and URL objects, header parsing, dependency and route matching,
+four middleware layers. Its own work is kept lean the same way: the public URL is split once,
+the tokens are HMAC keys prepared once, the answer is prebuilt. The same app is also mounted as an
+ordinary route, which serves the requests the fast dispatch leaves to the router (other methods get
+the router's 405 with ``Allow``; a server ``root_path``).
+
+Concurrent callbacks share Redis round trips (``AutoPipeline``): each still runs its own ingest
+script, atomic as before, and is acknowledged only once its own reply is in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
+from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gateway import logs, metrics
-from gateway.api.body import media_type, read_limited
+from gateway.api.body import Disconnected, media_type_of, receive_limited
 from gateway.callbacks import callback_id, parse_form, parse_json
-from gateway.errors import Forbidden, GatewayError, Unavailable, UnsupportedMediaType
+from gateway.errors import (
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    Unavailable,
+    UnsupportedMediaType,
+    new_api_id,
+)
 from gateway.settings import Settings
-from gateway.signing import verify_v2, verify_v3
-from gateway.state import GatewayState
+from gateway.signing import Key, split_url, v3_string_from_parts
+from gateway.state import GatewayState, make_store
+from gateway.store import Store
 
 log = logs.get("gateway.receiver")
 
+PATH = "/callbacks/plivo"
+METHODS = ("GET", "POST")
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 
+_HEADERS = {
+    b"content-length",
+    b"content-type",
+    b"x-plivo-signature-v3",
+    b"x-plivo-signature-v3-nonce",
+    b"x-plivo-signature-ma-v3",
+    b"x-plivo-signature-v2",
+    b"x-plivo-signature-v2-nonce",
+    b"x-plivo-signature-ma-v2",
+}
+# Bytes that urlsplit drops from or cuts a URL at: a query holding one is read the way
+# Starlette's ``request.url.query`` reads it (uvicorn never passes one; other servers might).
+_URL_SPECIAL = ("#", "\t", "\r", "\n")
 
-def _tokens(settings: Settings) -> tuple[list[str], list[str]]:
-    own = settings.PLIVO_AUTH_TOKEN.get_secret_value()
-    main = settings.PLIVO_MAIN_AUTH_TOKEN.get_secret_value() or own
-    return [own], [main]
+_OK_START = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]}
+_OK_BODY = {"type": "http.response.body", "body": b""}
+
+_STORED = metrics.CALLBACKS.labels("stored")
+_DUPLICATE = metrics.CALLBACKS.labels("duplicate")
+_BAD_SIGNATURE = metrics.CALLBACKS.labels("bad_signature")
+_REPLAYED = metrics.CALLBACKS.labels("replayed_nonce")
+_REJECTED = metrics.CALLBACKS.labels("rejected_input")
+_NOT_STORED = metrics.CALLBACKS.labels("not_stored")
+
+# json.dumps with a non-default argument builds an encoder per call; this one is built once.
+_entry_json = json.JSONEncoder(ensure_ascii=False).encode
 
 
-def verified_nonce(
-    settings: Settings, request: Request, url: str, params: dict[str, Any] | None
-) -> str | None:
-    """The identity of the valid Plivo signature on the request, or None if none is valid.
+class Signatures:
+    """Which Plivo signature on a callback is valid, for the configured tokens and public URL.
 
-    ``url`` is rebuilt from GATEWAY_PUBLIC_URL, never from the Host header: behind a proxy the
-    URL Plivo signed is the public one. ``-Ma-`` headers are signed with the main account's token.
-    The identity (a hash of nonce and signature) lets the store refuse a replayed request."""
-    own, main = _tokens(settings)
-    h = request.headers
-    v3_nonce = h.get("x-plivo-signature-v3-nonce", "")
-    v2_nonce = h.get("x-plivo-signature-v2-nonce", "")
-    method = request.method
-    v3, v3_ma = h.get("x-plivo-signature-v3", ""), h.get("x-plivo-signature-ma-v3", "")
-    v2, v2_ma = h.get("x-plivo-signature-v2", ""), h.get("x-plivo-signature-ma-v2", "")
-    if verify_v3(method, url, params, v3_nonce, v3, own) or verify_v3(
-        method, url, params, v3_nonce, v3_ma, main
-    ):
-        return _nonce_id("v3", v3_nonce, v3 + v3_ma)
-    if verify_v2(url, v2_nonce, v2, own) or verify_v2(url, v2_nonce, v2_ma, main):
-        return _nonce_id("v2", v2_nonce, v2 + v2_ma)
-    return None
+    The URL is rebuilt from GATEWAY_PUBLIC_URL, never from the Host header: behind a proxy the URL
+    Plivo signed is the public one. ``-Ma-`` headers are signed with the main account's token."""
+
+    def __init__(self, settings: Settings) -> None:
+        own = settings.PLIVO_AUTH_TOKEN.get_secret_value()
+        self.own = Key(own)
+        self.main = Key(settings.PLIVO_MAIN_AUTH_TOKEN.get_secret_value() or own)
+        self.public = settings.GATEWAY_PUBLIC_URL
+        self._bases: dict[str, str] = {}
+
+    def url_parts(self, path: str, query: str) -> tuple[str, str]:
+        """``split_url(public + path + ?query)``, with the public part split once per path."""
+        base = self._bases.get(path)
+        if base is None:
+            url = self.public + path
+            if "?" in url or "#" in url:  # an odd public URL: split the whole thing every time
+                return split_url(url + (f"?{query}" if query else ""))
+            base = self._bases[path] = split_url(url)[0]
+        return base, query
+
+    def verified_nonce(
+        self, method: str, path: str, query: str, params: dict[str, Any] | None, headers: dict[bytes, str]
+    ) -> str | None:
+        """The identity of the valid signature (a hash of nonce and signatures, which lets the
+        store refuse a replayed request), or None if no signature is valid."""
+        base, signed_query = self.url_parts(path, query)
+        nonce = headers.get(b"x-plivo-signature-v3-nonce", "")
+        v3, v3_ma = headers.get(b"x-plivo-signature-v3", ""), headers.get(b"x-plivo-signature-ma-v3", "")
+        if nonce and (v3 or v3_ma):
+            message = f"{v3_string_from_parts(method, base, signed_query, params)}.{nonce}"
+            if self.own.matches(message, v3) or self.main.matches(message, v3_ma):
+                return _nonce_id("v3", nonce, v3 + v3_ma)
+        nonce = headers.get(b"x-plivo-signature-v2-nonce", "")
+        v2, v2_ma = headers.get(b"x-plivo-signature-v2", ""), headers.get(b"x-plivo-signature-ma-v2", "")
+        if nonce and (v2 or v2_ma):
+            message = base + nonce
+            if self.own.matches(message, v2) or self.main.matches(message, v2_ma):
+                return _nonce_id("v2", nonce, v2 + v2_ma)
+        return None
 
 
 def _nonce_id(version: str, nonce: str, signatures: str) -> str:
     return hashlib.sha256(f"{version}|{nonce}|{signatures}".encode()).hexdigest()[:32]
 
 
-async def _params(request: Request, settings: Settings) -> tuple[str, dict[str, Any]]:
-    if request.method == "GET":
-        return "query", parse_form(request.url.query.encode("latin-1"))
-    raw = await read_limited(request, settings.GATEWAY_MAX_BODY_BYTES, settings.GATEWAY_BODY_READ_TIMEOUT)
-    kind = media_type(request)
-    if kind == FORM or (not kind and not raw):
-        return "form", parse_form(raw)
-    if kind == JSON:
-        return "json", parse_json(raw)
-    raise UnsupportedMediaType(f"callbacks must be {FORM} or {JSON}")
+def _headers(scope: Scope) -> dict[bytes, str]:
+    """The headers the receiver reads; the first of repeated ones, as Starlette's ``get`` does."""
+    found: dict[bytes, str] = {}
+    for name, value in scope["headers"]:
+        if name in _HEADERS and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
 
 
-async def _ingest(state: GatewayState, cb_id: str, entry_json: str, nonce_id: str) -> int:
-    """Store the callback; with REDIS_WAIT_REPLICAS, also wait for replicas to hold it, so that a
-    failover cannot lose a callback we acknowledged (not enough replicas: 503, Plivo retries)."""
-    settings = state.settings
-    if not settings.REDIS_WAIT_REPLICAS:
-        return await state.store.ingest(cb_id, entry_json, nonce_id)
-    timeout_ms = max(1, int(settings.REDIS_WAIT_TIMEOUT * 1000))
-    stored, acked = await state.store.ingest_replicated(
-        cb_id, entry_json, nonce_id, settings.REDIS_WAIT_REPLICAS, timeout_ms
-    )
-    if stored == 1 and acked < settings.REDIS_WAIT_REPLICAS:
-        # Forget the dedup mark so that Plivo's retry is stored again (a second inbox entry of
-        # the same callback is harmless: its event id derives from the callback id).
-        await state.redis.delete(state.store.key("dedup", cb_id))
-        raise OSError(f"callback reached {acked} of {settings.REDIS_WAIT_REPLICAS} replicas")
-    return stored
-
-
-async def receive(request: Request) -> Response:
-    """Take a callback from Plivo: verify its signature, store it durably, answer 200."""
-    state: GatewayState = request.app.state.gw
-    settings = state.settings
+def _query(scope: Scope) -> str:
     try:
-        encoding, params = await _params(request, settings)
-    except GatewayError:
-        metrics.CALLBACKS.labels("rejected_input").inc()
-        raise
-    query = request.url.query
-    url = f"{settings.GATEWAY_PUBLIC_URL}{request.url.path}" + (f"?{query}" if query else "")
-    signed_params = None if request.method == "GET" else params
-    nonce_id = ""
-    if settings.GATEWAY_VERIFY_SIGNATURES:
-        found = verified_nonce(settings, request, url, signed_params)
-        if found is None:
-            metrics.CALLBACKS.labels("bad_signature").inc()
-            log.warning("callback_rejected", reason="bad_signature")
-            raise Forbidden("signature missing or invalid")
-        nonce_id = found if settings.GATEWAY_NONCE_WINDOW else ""
-    cb_id = callback_id(query if request.method != "GET" else "", params)
-    entry = {
-        "cb": cb_id,
-        "at": int(time.time() * 1000),
-        "m": request.method,
-        "q": query,
-        "enc": encoding,
-        "p": params,
-    }
-    try:
-        stored = await _ingest(state, cb_id, json.dumps(entry, ensure_ascii=False), nonce_id)
-    except (RedisError, OSError) as exc:
-        metrics.CALLBACKS.labels("not_stored").inc()
-        log.error("callback_not_stored", cb=cb_id, error=type(exc).__name__)
-        raise Unavailable("callback not stored, retry later") from exc
-    if stored < 0:
-        # Answered 403: the original of this request was stored and acknowledged already.
-        metrics.CALLBACKS.labels("replayed_nonce").inc()
-        log.warning("callback_rejected", cb=cb_id, reason="replayed_nonce")
-        raise Forbidden("signature nonce already used")
-    outcome = "stored" if stored else "duplicate"
-    metrics.CALLBACKS.labels(outcome).inc()
-    log.info("callback", cb=cb_id, outcome=outcome)
-    return Response(status_code=200)
+        query: str = scope.get("query_string", b"").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("query string is not valid UTF-8") from exc
+    if any(c in query for c in _URL_SPECIAL):
+        query = urlsplit(f"http://h/?{query}").query
+    return query
 
 
-# A plain Starlette route, not a FastAPI one: the hottest path skips dependency solving and
-# request-model machinery (about a third of its CPU, docs/performance.md). Errors still go through
-# the app's exception handlers, so the answers keep the {"api_id", "error"} shape.
-route = Route("/callbacks/plivo", receive, methods=["GET", "POST"], name="receive_callback")
+class AutoPipeline(Redis):
+    """A Redis client whose concurrent commands share round trips (group commit).
+
+    A command issued while no batch is on the wire goes out at once (latency as before); commands
+    issued while one is go together in the next pipeline, not a transaction: each is executed,
+    atomically as ever, and answered on its own, and every caller still waits for its own reply
+    (or error, connection errors included). For stateless commands only (scripts, plain reads and
+    writes): no WATCH, blocking or pub/sub commands. It shares the pool of the client it wraps."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        super().__init__(connection_pool=pool)
+        self._queue: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.append((args, options, future))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                await self._send(batch)
+        finally:
+            self._flusher = None
+
+    async def _send(self, batch: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]]) -> None:
+        try:
+            async with self.pipeline(transaction=False) as pipe:
+                for args, options, _ in batch:
+                    pipe.execute_command(*args, **options)
+                replies = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            for *_, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # connection lost, timeout: every caller of the batch learns it
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (*_, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+
+class Receiver:
+    """The ASGI app behind ``/callbacks/plivo``: verify the signature, store durably, answer 200.
+
+    Errors have the API's shape (``{"api_id", "error"}``) and statuses: 400/408/413/415 for bad
+    input, 403 for a bad or replayed signature, 503 when the callback could not be stored, 500 with
+    an ``api_id`` that is also in the log for anything unexpected."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.signatures = Signatures(settings) if settings.GATEWAY_VERIFY_SIGNATURES else None
+        self.nonces = bool(settings.GATEWAY_NONCE_WINDOW)
+        self.state: GatewayState | None = None
+        self.store: Store | None = None
+
+    def open(self, state: GatewayState) -> None:
+        """Start serving with the lifespan's clients (called once they exist)."""
+        self.state = state
+        self.store = make_store(state.settings, AutoPipeline(state.redis.connection_pool))
+
+    def route(self) -> Route:
+        return Route(PATH, self, methods=list(METHODS), name="receive_callback")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.receive(scope, receive)
+        except GatewayError as exc:
+            response = JSONResponse(
+                {"api_id": new_api_id(), "error": exc.message}, exc.status_code, headers=exc.headers
+            )
+            await response(scope, receive, send)
+            return
+        except Disconnected:
+            return  # nothing stored, nobody to answer; Plivo sends it again
+        except Exception:
+            api_id = new_api_id()
+            log.exception("unhandled_error", api_id=api_id, path=scope.get("path"))
+            response = JSONResponse({"api_id": api_id, "error": "internal server error"}, 500)
+            await response(scope, receive, send)
+            return
+        await send(_OK_START)
+        await send(_OK_BODY)
+
+    async def receive(self, scope: Scope, receive: Receive) -> None:
+        """Take a callback from Plivo: verify its signature, store it durably (then 200)."""
+        method: str = scope["method"]
+        headers = _headers(scope)
+        try:
+            query = _query(scope)
+            encoding, params = await self._params(method, query, headers, receive)
+        except GatewayError:
+            _REJECTED.inc()
+            raise
+        is_get = method == "GET"
+        nonce_id = ""
+        if self.signatures is not None:
+            path = scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+            found = self.signatures.verified_nonce(method, path, query, None if is_get else params, headers)
+            if found is None:
+                _BAD_SIGNATURE.inc()
+                log.warning("callback_rejected", reason="bad_signature")
+                raise Forbidden("signature missing or invalid")
+            nonce_id = found if self.nonces else ""
+        cb_id = callback_id("" if is_get else query, params)
+        entry = {
+            "cb": cb_id,
+            "at": int(time.time() * 1000),
+            "m": method,
+            "q": query,
+            "enc": encoding,
+            "p": params,
+        }
+        try:
+            stored = await self._ingest(cb_id, _entry_json(entry), nonce_id)
+        except (RedisError, OSError) as exc:
+            _NOT_STORED.inc()
+            log.error("callback_not_stored", cb=cb_id, error=type(exc).__name__)
+            raise Unavailable("callback not stored, retry later") from exc
+        if stored < 0:
+            # Answered 403: the original of this request was stored and acknowledged already.
+            _REPLAYED.inc()
+            log.warning("callback_rejected", cb=cb_id, reason="replayed_nonce")
+            raise Forbidden("signature nonce already used")
+        if stored:
+            _STORED.inc()
+            log.info("callback", cb=cb_id, outcome="stored")
+        else:
+            _DUPLICATE.inc()
+            log.info("callback", cb=cb_id, outcome="duplicate")
+
+    async def _params(
+        self, method: str, query: str, headers: dict[bytes, str], receive: Receive
+    ) -> tuple[str, dict[str, Any]]:
+        if method == "GET":
+            return "query", parse_form(query.encode("utf-8"))
+        settings = self.settings
+        raw = await receive_limited(
+            receive,
+            headers.get(b"content-length"),
+            settings.GATEWAY_MAX_BODY_BYTES,
+            settings.GATEWAY_BODY_READ_TIMEOUT,
+        )
+        kind = media_type_of(headers.get(b"content-type", ""))
+        if kind == FORM or (not kind and not raw):
+            return "form", parse_form(raw)
+        if kind == JSON:
+            return "json", parse_json(raw)
+        raise UnsupportedMediaType(f"callbacks must be {FORM} or {JSON}")
+
+    async def _ingest(self, cb_id: str, entry_json: str, nonce_id: str) -> int:
+        """Store the callback; with REDIS_WAIT_REPLICAS, also wait for replicas to hold it, so
+        that a failover cannot lose a callback we acknowledged (not enough replicas: 503, Plivo
+        retries). That path keeps its own connection per callback: WAIT counts the replicas that
+        acknowledged the writes of the connection it is sent on."""
+        if self.store is None or self.state is None:
+            raise RuntimeError("receiver used before the application started")
+        settings = self.settings
+        if not settings.REDIS_WAIT_REPLICAS:
+            return await self.store.ingest(cb_id, entry_json, nonce_id)
+        state = self.state
+        timeout_ms = max(1, int(settings.REDIS_WAIT_TIMEOUT * 1000))
+        stored, acked = await state.store.ingest_replicated(
+            cb_id, entry_json, nonce_id, settings.REDIS_WAIT_REPLICAS, timeout_ms
+        )
+        if stored == 1 and acked < settings.REDIS_WAIT_REPLICAS:
+            # Forget the dedup mark so that Plivo's retry is stored again (a second inbox entry of
+            # the same callback is harmless: its event id derives from the callback id).
+            await state.redis.delete(state.store.key("dedup", cb_id))
+            raise OSError(f"callback reached {acked} of {settings.REDIS_WAIT_REPLICAS} replicas")
+        return stored
