@@ -68,9 +68,9 @@ async def test_replayed_correlation_is_recognised(store: Store) -> None:
     again = await store.correlate(f"api:{api_id}", "cb1", entry("cb1", api_id), kind="result")
     other = await store.correlate(f"api:{api_id}", "cb2", entry("cb2", api_id), kind="result")
     assert (first.outcome, again.outcome, other.outcome) == ("matched", "replay", "extra")
-    record = await store.redis.hgetall(store.key("req", api_id))
-    assert record["status"] == "completed" and record["result_cb"] == "cb1"
-    assert await store.redis.zscore(store.key("deadlines"), api_id) is None
+    status, result_cb = await store.request_fields(api_id, "status", "result_cb")
+    assert status == "completed" and result_cb == "cb1"
+    assert await store.redis.zscore(store.key("requests", "pending"), api_id) is None
 
 
 async def test_links_route_status_callbacks_and_release_parked_ones(store: Store) -> None:

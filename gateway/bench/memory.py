@@ -2,9 +2,10 @@
 
 Runs against a private, empty redis-server (never the stack's), so INFO's ``used_memory`` delta
 is the requests and nothing else. Pending requests go in through ``Store.save_request`` (the submit
-script, pipelined). For the sweep, the ``deadlines`` index is filled to ``sweep_pending`` members
-with only ``sweep_due`` of them due (those are full requests, the rest index entries only: a
-sweep that reads anything but what is due is exactly what this figure must expose).
+script, pipelined). For the sweep, ``sweep_due`` full requests are due and the deadline queues
+hold ``sweep_pending`` entries in all: the rest are entries only, in queues of longer timeouts,
+the same layout as real pending requests (a sweep that reads anything but what is due is exactly
+what this figure must expose).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from gateway.bench.bulk import new_request, save_requests, settings_for
 from gateway.bench.options import BenchOptions
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.state import make_store
+from gateway.store.core import packed_id
 
 PREFIX = "cg:"
 WEBHOOK = [{"type": "webhook", "url": "https://billing.example.com/hooks/plivo"}]
@@ -36,16 +38,17 @@ async def per_request(redis: Redis, url: str, count: int, metadata_bytes: int) -
     await save_requests(redis, settings, reqs)
     after = await _used(redis)
     sample = reqs[:: max(1, count // 200)]
-    usage: dict[str, float] = {}
-    for kind, key_of in (("req", lambda a: f"{PREFIX}req:{a}"), ("link", lambda r: r)):
-        if kind == "req":
-            sizes = [await redis.memory_usage(key_of(r.api_id)) or 0 for r in sample]
-        else:
-            sizes = [await redis.memory_usage(f"{PREFIX}link:ref:{r.ref}") or 0 for r in sample]
-        usage[f"{kind}_key_bytes"] = sum(sizes) / len(sizes)
-    for index in ("requests", "requests:pending", "deadlines"):
-        total = await redis.memory_usage(PREFIX + index, samples=0) or 0
-        usage[f"{index}_bytes_each"] = total / count
+    req_sizes = [await redis.memory_usage(f"{PREFIX}req:{r.api_id}") or 0 for r in sample]
+    usage: dict[str, float] = {"req_key_bytes": sum(req_sizes) / len(req_sizes)}
+    for name, pattern in (
+        ("refs", "refs:*"),
+        ("due_queues", "due:*"),
+        ("requests:pending", "requests:pending"),
+    ):
+        total = 0
+        async for key in redis.scan_iter(match=PREFIX + pattern, count=1000):
+            total += await redis.memory_usage(key, samples=0) or 0
+        usage[f"{name}_bytes_each"] = total / count
     return {
         "pending": count,
         "metadata_bytes": metadata_bytes,
@@ -56,26 +59,24 @@ async def per_request(redis: Redis, url: str, count: int, metadata_bytes: int) -
 
 
 async def _fill_deadlines(redis: Redis, count: int, batch: int = 10_000) -> None:
+    """``count`` not-yet-due entries, spread over a few timeout queues as traffic would be."""
     far = int(time.time() * 1000) + 86_400_000
+    timeouts = (300, 3600, 86_400, 604_800)
     for start in range(0, count, batch):
-        members = {f"{uuid.UUID(int=i + 1)}": far + i for i in range(start, min(count, start + batch))}
-        await redis.zadd(PREFIX + "deadlines", members)
+        ids = [packed_id(str(uuid.UUID(int=i + 1))) for i in range(start, min(count, start + batch))]
+        async with redis.pipeline(transaction=False) as pipe:
+            for n, timeout in enumerate(timeouts):
+                if ids[n :: len(timeouts)]:
+                    pipe.rpush(f"{PREFIX}due:{timeout}", *ids[n :: len(timeouts)])
+            await pipe.execute()
+    await redis.zadd(PREFIX + "due", {str(t): far + t for t in timeouts})
 
 
 async def _sweep_once(redis: Redis, url: str, due: int) -> tuple[str, float, int]:
     store = make_store(settings_for(url, PREFIX), redis)
-    expire = getattr(store, "expire_due", None)
     began = time.perf_counter()
-    if expire is not None:
-        taken = int(await expire(limit=due))
-        how = "Store.expire_due"
-    else:  # the sweep is not there yet: the index operation it will be built on
-        now = int(time.time() * 1000)
-        ids = await redis.zrangebyscore(PREFIX + "deadlines", "-inf", now, start=0, num=due)
-        if ids:
-            await redis.zrem(PREFIX + "deadlines", *ids)
-        taken = len(ids)
-        how = "ZRANGEBYSCORE LIMIT + ZREM (no sweep function in the store yet)"
+    taken = await store.expire_due(limit=due)
+    how = "Store.expire_due"
     return how, (time.perf_counter() - began) * 1000, taken
 
 

@@ -2,16 +2,21 @@
 
 All keys start with ``GATEWAY_KEY_PREFIX`` (default ``cg:``; tests use a unique one). ``ckey`` is a
 *correlation key*: ``api:<api_id>`` for async results, ``ref:<ref>`` for results that only carry the
-gateway's own reference from the callback URL, ``msg:<MessageUUID>`` / ``call:<RequestUUID>`` for
-status callbacks, ``none:<cb_id>`` for callbacks with nothing to correlate on.
+gateway's own reference from the callback URL (resolved through ``refs:``), ``msg:<MessageUUID>`` /
+``call:<RequestUUID>`` for status callbacks, ``none:<cb_id>`` for callbacks with nothing to
+correlate on.
 
 | key                    | type   | TTL                        | written by            | read by            |
 |------------------------|--------|----------------------------|-----------------------|--------------------|
-| ``req:{api_id}``       | hash   | deadline + retention       | submit, correlate     | status API, worker |
+| ``req:{api_id}``       | hash   | deadline + retention; from | submit, correlate,    | status API, worker |
+|                        |        | completion: retention      | timeout sweep         |                    |
 | ``reqevents:{api_id}`` | list   | retention                  | emit                  | status API         |
-| ``requests``           | zset   | none (trimmed by sweep)    | submit                | list API           |
-| ``deadlines``          | zset   | none (popped when due)     | submit, correlate     | timeout sweep      |
-| ``link:{ckey}``        | string | retention                  | submit, correlate     | correlate          |
+| ``requests:{status}``  | zset   | none (trimmed by sweep)    | submit, correlate,    | list API, /metrics |
+|                        |        |                            | timeout sweep         |                    |
+| ``due``                | zset   | none (members popped)      | submit, timeout sweep | timeout sweep      |
+| ``due:{timeout_s}``    | list   | none (popped when due)     | submit                | timeout sweep      |
+| ``refs:{hour}:{h}``    | hash   | retention from last write  | submit                | correlate (ref:)   |
+| ``link:{ckey}``        | string | retention                  | correlate             | correlate          |
 | ``dedup:{cb_id}``      | string | ``GATEWAY_DEDUP_TTL``      | ingest                | ingest             |
 | ``inbox``              | stream | entries XDEL'd when acked  | ingest, submit        | worker (group)     |
 | ``park:{ckey}``        | list   | grace + retention          | correlate             | submit, correlate  |
@@ -24,6 +29,28 @@ status callbacks, ``none:<cb_id>`` for callbacks with nothing to correlate on.
 | ``apirate:{caller}``   | string | ``GATEWAY_API_RATE_WINDOW``| API key dependency    | the same (1 script)|
 | ``ptok:{token_id}``    | hash   | none (deleted on revoke)   | proxy_tokens API      | proxy auth         |
 
+What a pending request costs is most of Redis' memory, so its keys are compact (figures in
+``gateway.store.core``):
+
+* ``req:{api_id}`` has one-letter fields (``gateway.store.core.FIELDS``), and fields holding their
+  default are absent: ``s`` status (absent: pending), ``m`` method (absent: POST), ``r`` resource,
+  ``d`` metadata JSON, ``t`` targets JSON (a POST webhook is just its URL), ``a`` submitted_at ms,
+  ``p`` traceparent; once finished also ``x`` the completing inbox entry, ``b`` its callback id,
+  ``c`` completed_at, ``o`` timed_out_at. The store hands records out under the long names.
+* ``requests:{status}`` (``pending``, ``completed``, ``timed_out``; score submitted_at) are the only
+  request indexes: listing every status merges the three in one script.
+* Deadlines: ``due:{timeout_s}`` lists the requests submitted with that timeout in submit order, which
+  is deadline order; the ``due`` zset holds each list's head deadline (member: the timeout). The
+  sweep pops only what is due. A finished request's entry is not removed; the sweep skips it.
+* ``refs:{hour}:{h}`` maps a ref (the ``cg_ref`` of our callback URL) to its api_id: ``hour`` of the
+  submit, ``h`` the first three hex digits of sha1(ref) (4,096 small hashes per hour, which Redis
+  keeps in its compact listpack encoding). A lookup walks the live hours newest first.
+* Due queues and ref buckets hold a UUID api_id as 17 bytes (NUL + the UUID's 16), any other
+  api_id as it is.
+
+Records written before this layout (long field names, ``requests``, ``deadlines``, ``link:ref:``)
+are not read by it; there was no production data when it changed.
+
 Inbox entries have one field ``e``: the callback as JSON (``cb`` id, ``at`` ms, ``m`` method, ``q`` raw
 query, ``enc`` encoding, ``p`` params). A parked callback is that same JSON, so moving it back into
 the inbox is a plain XADD.
@@ -33,8 +60,8 @@ Flow and why it is safe against a crash between any two steps:
 1. ``ingest`` (receiver, one round trip): ``SET dedup NX`` then ``XADD inbox``. The 200 is sent only
    after it returns, so an acknowledged callback is in the inbox. A duplicate finds the dedup key.
 2. ``correlate`` (worker): resolves the ckey to a request and either completes/links it or parks the
-   callback, atomically. Re-running it for the same callback id is harmless (``result_cb`` records
-   which callback completed a request; a replayed one reports ``replay``).
+   callback, atomically. Re-running it for the same callback id is harmless (``result_cb``, field
+   ``b``, records which callback completed a request; a replayed one reports ``replay``).
 3. ``emit`` (worker): ``SET evt NX`` and the delivery records, atomically. Event ids derive from
    the callback id, so a replay finds the event and only the not-yet-succeeded deliveries remain.
 4. Only after delivery (or scheduling of a retry) is the inbox entry XACK'd and XDEL'd. A worker that
