@@ -7,6 +7,8 @@ Python instead of one script would grant more than the limit.
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.embedded_redis import EmbeddedRedis
-from gateway.store.delivery import BreakerPolicy, DeliveryQuery, DeliveryStore
+from gateway.store.delivery import AttemptLimits, AttemptRecord, BreakerPolicy, DeliveryQuery, DeliveryStore
 
 POLICY = BreakerPolicy(
     window_ms=10_000, min_requests=4, failure_rate=0.5, cooldown_ms=5_000, disable_after_ms=60_000
@@ -169,3 +171,122 @@ async def test_query_filters_combine(dstore: DeliveryStore) -> None:
     assert await dstore.query(q(subscription=sub, event_type="message.status"), now=T0) == (1, ["d3"])
     assert await dstore.query(q(since_ms=T0 + 5), now=T0) == (1, ["d3"])
     assert await dstore.query(q(until_ms=T0 + 5, limit=1, offset=1), now=T0) == (2, ["d1"])
+
+
+LIMITS = AttemptLimits(lease_ttl_ms=15_000, rate=1000.0, burst=1000, cap=1000, concurrency_wait_ms=250)
+
+
+async def emitted(dstore: DeliveryStore, n: int = 1, sub: str = "") -> list[str]:
+    """An event with ``n`` deliveries (to ``sub`` when given); their ids."""
+    event = {"id": f"evt_{uuid.uuid4().hex[:8]}", "type": "request.completed", "api_id": ""}
+    targets = [
+        (f"dlv_{uuid.uuid4().hex[:8]}", {"type": "webhook", "url": "http://h/x", "subscription": sub})
+        for _ in range(n)
+    ]
+    await dstore.emit(event, targets, now=T0)
+    return [d for d, _ in targets]
+
+
+def succeeded(attempts: int = 1) -> AttemptRecord:
+    return AttemptRecord("succeeded", attempts, 200, "", {"attempt": attempts})
+
+
+async def test_begin_takes_one_attempt_once_whatever_the_race(
+    dstore: DeliveryStore, clients: list[Redis]
+) -> None:
+    # Workers racing for attempt 1 of the same delivery while one of them makes it (a 2 ms send,
+    # then finish): exactly one attempt is made. Checking the record and taking the lease in two
+    # steps lets a worker that read "attempts: 0" just before the finish take the lease just
+    # after it, and attempt again (checked: the earlier read-then-SET-NX made a second attempt in
+    # 18 of these 40 rounds).
+    stores = [DeliveryStore(c, dstore.prefix, retention=3600) for c in clients]
+    rng = random.Random(7)
+
+    async def one(store: DeliveryStore, dlv: str, delay: float, made: list[str]) -> None:
+        await asyncio.sleep(delay)
+        begun = await store.begin(dlv, 0, 1, LIMITS, now=T0)
+        if begun.state == "go":
+            made.append(begun.token)
+            await asyncio.sleep(0.002)  # the send
+            await store.finish(dlv, begun, succeeded(), now=T0)
+
+    for _ in range(40):
+        (dlv,) = await emitted(dstore)
+        made: list[str] = []
+        delays = [0.0] + [rng.uniform(0, 0.005) for _ in stores[1:]]
+        await asyncio.gather(*(one(s, dlv, d, made) for s, d in zip(stores, delays, strict=True)))
+        assert len(made) == 1
+        record = await dstore.get_delivery(dlv)
+        assert (record["status"], record["attempts"]) == ("succeeded", "1")
+        assert await dstore.redis.exists(dstore.key("lease", dlv)) == 0
+
+
+async def test_finish_gives_back_only_its_own_lease(dstore: DeliveryStore, redis: Redis) -> None:
+    (dlv,) = await emitted(dstore)
+    begun = await dstore.begin(dlv, 0, 1, LIMITS, now=T0)
+    assert begun.state == "go"
+    # The attempt outlived its lease and another worker holds a new one: a late finish must not
+    # free that one (a plain DEL would).
+    await redis.set(dstore.key("lease", dlv), "someone-else", px=15_000)
+    failure = AttemptRecord("pending", 1, 500, "HTTP 500", None, T0 + 1000)
+    assert (await dstore.finish(dlv, begun, failure, now=T0))[0] == "pending"
+    assert await redis.get(dstore.key("lease", dlv)) == "someone-else"
+    again = await dstore.begin(dlv, 0, 2, LIMITS, now=T0 + 1000)
+    assert again.state == "leased"
+
+
+async def test_refused_admission_takes_nothing(dstore: DeliveryStore, redis: Redis) -> None:
+    sub = await new_sub(dstore)
+    first, second = await emitted(dstore, 2, sub)
+    capped = AttemptLimits(lease_ttl_ms=15_000, rate=1000.0, burst=1000, cap=1, concurrency_wait_ms=250)
+    held = await dstore.begin(first, 0, 1, capped, now=T0)
+    assert held.state == "go"
+    refused = await dstore.begin(second, 0, 1, capped, now=T0)
+    assert (refused.state, refused.reason, refused.wait_ms) == ("refused", "concurrency", 250)
+    assert await redis.exists(dstore.key("lease", second)) == 0  # the lease was given back
+    # The slot comes back with the finish of the first: now the second may go.
+    await dstore.finish(first, held, succeeded(), sub=sub, breaker=POLICY, ok=True, now=T0 + 1)
+    assert (await dstore.begin(second, 0, 1, capped, now=T0 + 2)).state == "go"
+
+
+async def test_begin_abandons_for_a_deleted_subscription_and_reads_the_event(dstore: DeliveryStore) -> None:
+    sub = await new_sub(dstore)
+    (dlv,) = await emitted(dstore, 1, sub)
+    begun = await dstore.begin(dlv, 0, 1, LIMITS, now=T0, with_event=True)
+    assert begun.state == "go" and json.loads(begun.event)["type"] == "request.completed"
+    await dstore.finish(
+        dlv, begun, AttemptRecord("pending", 1, 503, "HTTP 503", None, T0), sub=sub, breaker=POLICY, now=T0
+    )
+    await dstore.delete_subscription(sub)
+    gone = await dstore.begin(dlv, 0, 2, LIMITS, now=T0)
+    assert (gone.state, gone.reason) == ("abandon", "subscription deleted")
+    assert (await dstore.begin(dlv, 0, 1, LIMITS, now=T0)).state == "stale"  # attempt 1 happened
+
+
+async def test_finish_acknowledges_the_inbox_entry_with_the_record(
+    dstore: DeliveryStore, redis: Redis
+) -> None:
+    inbox, group = dstore.key("inbox"), "correlate"
+    await redis.xgroup_create(inbox, group, id="0", mkstream=True)
+    entry = await redis.xadd(inbox, {"e": "{}"})
+    await redis.xreadgroup(group, "c1", {inbox: ">"}, count=1)
+    (dlv,) = await emitted(dstore)
+    begun = await dstore.begin(dlv, 0, 1, LIMITS, now=T0)
+    status, _ = await dstore.finish(dlv, begun, succeeded(), ack=(inbox, group, entry), now=T0)
+    assert status == "succeeded"
+    assert (await redis.xpending(inbox, group))["pending"] == 0
+    assert await redis.xlen(inbox) == 0
+
+
+async def test_emit_and_begin_starts_only_first_attempts(dstore: DeliveryStore) -> None:
+    event = {"id": "evt_once", "type": "request.completed", "api_id": "a1"}
+    targets = [(f"dlv_{i}", {"type": "webhook", "url": "http://h/x"}) for i in range(2)]
+    created, states, begun = await dstore.emit_and_begin(event, targets, LIMITS, now=T0)
+    assert created and states == ["pending", "pending"] and [b.state for b in begun] == ["go", "go"]
+    await dstore.finish("dlv_0", begun[0], succeeded(), now=T0)
+    retry = AttemptRecord("pending", 1, 500, "HTTP 500", None, T0 + 5000)
+    await dstore.finish("dlv_1", begun[1], retry, now=T0)
+    # The same event again (a reclaimed inbox entry): nothing new is created or attempted.
+    created, states, again = await dstore.emit_and_begin(event, targets, LIMITS, now=T0 + 1)
+    assert not created and states == ["succeeded", "pending"]
+    assert [b.state for b in again] == ["succeeded", "stale"]

@@ -49,7 +49,12 @@ async def handle_entry(
     cb_id = str(entry["cb"])
     params = entry.get("p") or {}
     c = classify(cb_id, params, parse_form(str(entry.get("q", "")).encode()))
-    corr = await ctx.store.correlate(c.ckey, cb_id, raw, kind=c.kind, seq=c.seq, links=c.links, final=final)
+    # The subscriptions that want this event type are read alongside the correlation: the two
+    # scripts share one pipeline (gateway.redis_batch). An unmatched callback reads its own.
+    corr, subscriptions = await asyncio.gather(
+        ctx.store.correlate(c.ckey, cb_id, raw, kind=c.kind, seq=c.seq, links=c.links, final=final),
+        ctx.deliveries.matching_subscriptions(c.event_type),
+    )
     metrics.CALLBACKS.labels(corr.outcome).inc()
     log.info("correlated", cb=cb_id, ckey=c.ckey, outcome=corr.outcome, api_id=corr.api_id or None)
     if corr.outcome == "parked":
@@ -61,7 +66,8 @@ async def handle_entry(
     async with _trace(ctx, event, "callback.correlate", {"callback_gateway.outcome": corr.outcome}):
         # A stale status update is recorded with the request but not fanned out as current state.
         # Storing the event also wakes whoever waits on the request (?wait=, SSE).
-        return await fan_out(ctx, event, corr.targets, deliver=corr.outcome != "stale", ack=ack)
+        deliver = corr.outcome != "stale"
+        return await fan_out(ctx, event, corr.targets, deliver=deliver, subscriptions=subscriptions, ack=ack)
 
 
 @contextlib.asynccontextmanager

@@ -43,6 +43,7 @@ from gateway.store.delivery import (
     AttemptRecord,
     Begun,
     BreakerPolicy,
+    encode_event,
 )
 from workers import relay
 from workers.context import WorkerContext
@@ -75,6 +76,7 @@ class Job:
     sub: dict[str, str] | None
     cycle: int
     attempt: int
+    body: bytes  # the event as JSON (encode_event): the webhook body and what is signed
 
 
 def target_key(target: dict[str, Any]) -> str:
@@ -146,9 +148,11 @@ async def run_begun(
     begun: Begun,
     *,
     ack: tuple[str, str, str] | None = None,
+    event_json: str | None = None,
 ) -> str:
     """Go on from ``begin``'s answer: attempt, abandon, put off, or nothing. ``ack`` (inbox, group,
-    entry id) is acknowledged together with the record, and only when an attempt was made."""
+    entry id) is acknowledged together with the record, and only when an attempt was made.
+    ``event_json``: ``event`` already encoded (``encode_event``)."""
     if begun.state == "go":
         target: dict[str, Any] = json.loads(begun.target)
         sub = None
@@ -159,7 +163,8 @@ async def run_begun(
                 "secrets": begun.secrets,
                 "retry_schedule": begun.retry_schedule,
             }
-        job = Job(dlv_id, event, target, sub, begun.cycle, begun.attempts + 1)
+        body = (event_json or encode_event(event)).encode("utf-8")
+        job = Job(dlv_id, event, target, sub, begun.cycle, begun.attempts + 1, body)
         return await _finish(ctx, job, begun, await _send(ctx, job), ack)
     if begun.state == "abandon":
         return await _abandon(ctx, dlv_id, begun)
@@ -198,8 +203,7 @@ def signing_secrets(ctx: WorkerContext, sub: dict[str, str] | None) -> list[str]
 
 
 async def _send_webhook(ctx: WorkerContext, job: Job) -> Attempt:
-    event = job.event
-    body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    event, body = job.event, job.body
     timestamp = int(time.time())
     headers = {
         "content-type": "application/json",
@@ -391,4 +395,4 @@ async def deliver_job(
     limits = attempt_limits(wctx)
     begun = await wctx.deliveries.begin(dlv_id, cycle, attempt, limits, now=wctx.clock(), with_event=True)
     event: dict[str, Any] = json.loads(begun.event) if begun.event else {}
-    return await run_begun(wctx, dlv_id, event, begun)
+    return await run_begun(wctx, dlv_id, event, begun, event_json=begun.event or None)

@@ -15,6 +15,7 @@ import asyncio
 from typing import Any
 
 from gateway import logs
+from gateway.store.delivery import encode_event
 from workers.context import WorkerContext
 from workers.delivery import attempt_limits, delivery_id, run_begun
 
@@ -59,14 +60,18 @@ async def fan_out(
         if subscriptions is None:
             subscriptions = await ctx.deliveries.matching_subscriptions(str(event.get("type") or ""))
         deliveries = deliveries_for(event, request_targets, subscriptions)
-    _, _, begun = await ctx.deliveries.emit_and_begin(event, deliveries, attempt_limits(ctx), now=ctx.clock())
+    event_json = encode_event(event)
+    _, _, begun = await ctx.deliveries.emit_and_begin(
+        event, deliveries, attempt_limits(ctx), now=ctx.clock(), event_json=event_json
+    )
     attempts = [
         (dlv_id, b) for (dlv_id, _), b in zip(deliveries, begun, strict=True) if b.state in ACTIONABLE
     ]
     going = [b for _, b in attempts if b.state == "go"]
     one_ack = ack if len(going) == 1 and len(attempts) == 1 else None
     results = await asyncio.gather(
-        *(run_begun(ctx, dlv_id, event, b, ack=one_ack) for dlv_id, b in attempts), return_exceptions=True
+        *(run_begun(ctx, dlv_id, event, b, ack=one_ack, event_json=event_json) for dlv_id, b in attempts),
+        return_exceptions=True,
     )
     acked = one_ack is not None
     for (dlv_id, _), result in zip(attempts, results, strict=True):

@@ -14,6 +14,7 @@ from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from gateway import logs, metrics, netguard
+from gateway.redis_batch import BatchingRedis
 from gateway.settings import Settings
 from gateway.state import make_delivery_store, make_redis, make_store, sentinel_hosts
 from gateway.store.delivery import OPERATOR_EVENT_JOB
@@ -56,7 +57,9 @@ class ResilientWorker(Worker):
 def build_worker(settings: Settings) -> Worker:
     async def startup(ctx: dict[str, Any]) -> None:
         redis = make_redis(settings)
-        store = make_store(settings, redis)
+        # The stores' scripts, called by many entries at once, share pipelines (gateway.redis_batch).
+        batched = BatchingRedis(redis)
+        store = make_store(settings, batched)
         configured = settings.GATEWAY_WEBHOOK_SECRET
         secret = await store.webhook_secret(configured.get_secret_value() if configured else None)
         policy = netguard.Policy.build(
@@ -70,7 +73,7 @@ def build_worker(settings: Settings) -> Worker:
             settings=settings,
             redis=redis,
             store=store,
-            deliveries=make_delivery_store(settings, redis),
+            deliveries=make_delivery_store(settings, batched),
             arq=ctx["redis"],
             http=http,
             webhook_secret=secret,

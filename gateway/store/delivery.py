@@ -564,6 +564,11 @@ class DeliveryQuery:
     limit: int = 20
 
 
+def encode_event(event: dict[str, Any]) -> str:
+    """An event as stored and as sent in a webhook body: compact JSON, UTF-8 kept as is."""
+    return _json(event)
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -615,11 +620,13 @@ class DeliveryStore:
         created, states = await self._emit(keys=[], args=args)
         return bool(created), [str(s) for s in states]
 
-    def _emit_args(self, event: dict[str, Any], now: int | None) -> list[str | int | float]:
+    def _emit_args(
+        self, event: dict[str, Any], now: int | None, event_json: str | None = None
+    ) -> list[str | int | float]:
         return [
             self.prefix,
             str(event["id"]),
-            _json(event),
+            event_json or _json(event),
             self.retention,
             now or now_ms(),
             str(event.get("api_id") or ""),
@@ -657,10 +664,12 @@ class DeliveryStore:
         limits: AttemptLimits,
         *,
         now: int,
+        event_json: str | None = None,
     ) -> tuple[bool, list[str], list[Begun]]:
         """``emit``, then ``begin`` the first attempt of each delivery still pending and never
-        attempted, in one script: the fan-out's only round trip before sending."""
-        args = self._emit_args(event, now)
+        attempted, in one script: the fan-out's only round trip before sending. ``event_json``:
+        the event as ``encode_event`` writes it, when the caller has it already."""
+        args = self._emit_args(event, now, event_json)
         args.append(len(deliveries))
         for dlv_id, target in deliveries:
             args += [dlv_id, _json(target), str(target.get("subscription") or "")]
