@@ -8,7 +8,7 @@ and sent together, in one non-transactional pipeline, at the end of the current 
 iteration: whatever the concurrent tasks asked for in that iteration shares one write and one read.
 
 Nothing about a call changes but its timing: each caller still gets its own reply or its own error
-(a NOSCRIPT comes back to redis-py's ``Script``, which loads the script and calls again), a
+(a script missing from Redis's cache, after a restart, is loaded once and its calls sent again), a
 connection failure fails every call of that batch (each caller already treats a ``RedisError`` as
 "retry later"), and the calls of one task stay in order because a task awaits each before the
 next. Scripts are the only commands batched: each is atomic on its own, so interleaving calls of
@@ -21,11 +21,13 @@ import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 
 MAX_BATCH = 256  # calls per pipeline; the rest go in the next one
 
 Call = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
+ScriptSource = bytes | str | memoryview
 
 
 class BatchingRedis(Redis):
@@ -36,6 +38,12 @@ class BatchingRedis(Redis):
         self._queue: list[Call] = []
         self._flushing = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._scripts: dict[str, ScriptSource] = {}  # sha -> source, to load what Redis lost
+
+    def register_script(self, script: ScriptSource) -> AsyncScript:  # type: ignore[override]  # redis-py types the sync one
+        registered = super().register_script(script)
+        self._scripts[registered.sha] = script
+        return registered
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -55,10 +63,7 @@ class BatchingRedis(Redis):
 
     async def _send(self, batch: list[Call]) -> None:
         try:
-            async with self.pipeline(transaction=False) as pipe:
-                for args, _ in batch:
-                    pipe.execute_command("EVALSHA", *args)
-                replies = await pipe.execute(raise_on_error=False)
+            replies = await self._replies(batch)
         except (RedisError, OSError, asyncio.CancelledError) as exc:
             for _, future in batch:
                 if not future.done():
@@ -73,3 +78,24 @@ class BatchingRedis(Redis):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+    async def _replies(self, batch: list[Call]) -> list[Any]:
+        """The batch's replies; scripts Redis no longer has are loaded once and their calls sent
+        again (a script it never had, not registered here, keeps its NOSCRIPT error)."""
+        replies = await self._pipeline(batch)
+        again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        missing = {batch[i][0][0] for i in again}
+        if not again or not missing <= self._scripts.keys():
+            return replies
+        for sha in missing:
+            await self.script_load(self._scripts[sha])
+        for i, reply in zip(again, await self._pipeline([batch[i] for i in again]), strict=True):
+            replies[i] = reply
+        return replies
+
+    async def _pipeline(self, batch: list[Call]) -> list[Any]:
+        async with self.pipeline(transaction=False) as pipe:
+            for args, _ in batch:
+                pipe.execute_command("EVALSHA", *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
