@@ -6,6 +6,8 @@ any field whose name suggests a credential, as a second line of defence.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import sys
 import time
@@ -17,22 +19,57 @@ import structlog
 _SENSITIVE = ("token", "secret", "password", "authorization", "api_key")
 
 
+@functools.lru_cache(maxsize=1024)
+def _sensitive(key: str) -> bool:
+    return any(word in key.lower() for word in _SENSITIVE)
+
+
 def _mask(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event):
-        if any(word in key.lower() for word in _SENSITIVE):
+        if _sensitive(key):
             event[key] = "***"
     return event
 
 
+class _Clock:
+    """ISO 8601 UTC timestamps as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes them,
+    formatting the date and time once per second rather than once per line."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+    def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self.second:
+            self.second, self.prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        micros = int((now - second) * 1_000_000)
+        event["timestamp"] = f"{self.prefix}.{micros:06d}Z" if micros else f"{self.prefix}Z"
+        return event
+
+
+def _fallback(value: Any) -> Any:
+    # What structlog's JSONRenderer does with what json cannot encode.
+    structlog_repr = getattr(value, "__structlog__", None)
+    return structlog_repr() if structlog_repr is not None else repr(value)
+
+
+# structlog's JSONRenderer calls json.dumps(..., default=...), which builds an encoder per line.
+_json_line = json.JSONEncoder(default=_fallback).encode
+
+
+def _render_json(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
+    return _json_line(event)
+
+
 def configure(fmt: str = "json", level: str = "INFO", file: TextIO | None = None) -> None:
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    renderer: Any = _render_json if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _Clock(),
             _mask,
             structlog.processors.format_exc_info,
             renderer,
@@ -40,7 +77,7 @@ def configure(fmt: str = "json", level: str = "INFO", file: TextIO | None = None
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=file or sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=file or sys.stderr),
         cache_logger_on_first_use=True,
     )
 
