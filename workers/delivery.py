@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from arq.jobs import serialize_job
+
 from gateway import logs, metrics, tracing
 from gateway.events import envelope, iso_ms
 from gateway.netguard import ExchangeError
@@ -185,8 +187,9 @@ async def run_begun(
 async def _send(ctx: WorkerContext, job: Job) -> Attempt:
     started = time.monotonic()
     if job.target.get("type") == "queue":
-        result = await _enqueue(ctx, job)
-    elif job.target.get("type") == relay.RELAY:
+        # Written by ``finish`` itself, with the record (see queue_job).
+        return Attempt(Outcome.SUCCESS, None, "", None)
+    if job.target.get("type") == relay.RELAY:
         result = await _send_relay(ctx, job)
     else:
         result = await _send_webhook(ctx, job)
@@ -277,13 +280,18 @@ async def _exchange(
     return Attempt(outcome, answer.status, "", retry_after, text)
 
 
-async def _enqueue(ctx: WorkerContext, job: Job) -> Attempt:
-    # arq refuses a second job with the same id while the first (or its result) exists, so
-    # reprocessing after a crash cannot enqueue the event twice; a retry/replay is a new cycle.
+def queue_job(job: Job) -> tuple[str, str, bytes] | None:
+    """A queue target's arq job: (queue, job id, payload in arq's format), or None for others.
+
+    Its id derives from the delivery and its cycle, and ``finish`` skips a job whose id (or result)
+    arq already has, as ``enqueue_job`` does: reprocessing after a crash cannot enqueue the event
+    twice; a retry/replay is a new cycle. Written in the same script as the record, it costs no
+    round trip of its own (``enqueue_job`` is a WATCH/MULTI of four)."""
+    if job.target.get("type") != "queue":
+        return None
     job_id = f"cg:{job.dlv_id}" if job.cycle == 0 else f"cg:{job.dlv_id}:r{job.cycle}"
-    target = job.target
-    await ctx.arq.enqueue_job(target["function"], job.event, _job_id=job_id, _queue_name=target["queue"])
-    return Attempt(Outcome.SUCCESS, None, "", None)
+    payload = serialize_job(str(job.target["function"]), (job.event,), {}, None, int(time.time() * 1000))
+    return str(job.target["queue"]), job_id, payload
 
 
 # --- record -------------------------------------------------------------------------------------
@@ -339,6 +347,7 @@ async def _finish(
         ok=result.outcome is Outcome.SUCCESS,
         gone=result.outcome is Outcome.GONE,
         ack=ack,
+        enqueue=queue_job(job) if result.outcome is Outcome.SUCCESS else None,
         now=now,
     )
     if state == "disabled" and job.sub is not None:

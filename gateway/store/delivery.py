@@ -459,8 +459,10 @@ return {out[1], out[2], begun}
 # The end of an attempt, in one step: the subscription's slot, breaker and failing clock (when
 # there is a subscription), the record and the next attempt's job, the lease given back (only if
 # it is still ours), and, when this was the last delivery of an inbox entry, the entry's XACK + XDEL.
+# A queue target's arq job is written here too, in arq's format, only if the record was written.
 # ARGV: prefix, retention_s, queue, sub ('' = none), lease_key, lease_token, inbox, group,
-#       entry_id ('' = none), then 11 record arguments, then 9 settle arguments.
+#       entry_id ('' = none), target_queue, target_job_id ('' = none), target_job_payload,
+#       then 11 record arguments, then 9 settle arguments.
 # Returns {record status, breaker state ('' without a subscription)}.
 _FINISH = (
     _TRIM
@@ -469,8 +471,11 @@ _FINISH = (
     + """
 local p, sub = ARGV[1], ARGV[4]
 local state = ''
-if sub ~= '' then state = settle(p, sub, 21) end
-local status = record(p, tonumber(ARGV[2]), ARGV[3], 10)
+if sub ~= '' then state = settle(p, sub, 24) end
+local status = record(p, tonumber(ARGV[2]), ARGV[3], 13)
+if ARGV[11] ~= '' and status == 'succeeded' then
+  schedule(ARGV[10], ARGV[11], ARGV[12], tonumber(ARGV[19]))  -- scored now (ARGV[19]: the record's)
+end
 if redis.call('GET', ARGV[5]) == ARGV[6] then redis.call('DEL', ARGV[5]) end
 if ARGV[9] ~= '' then
   redis.call('XACK', ARGV[7], ARGV[8], ARGV[9])
@@ -707,12 +712,16 @@ class DeliveryStore:
         ok: bool = False,
         gone: bool = False,
         ack: tuple[str, str, str] | None = None,
+        enqueue: tuple[str, str, bytes] | None = None,
         now: int,
     ) -> tuple[str, str]:
         """Record an attempt ``begin`` allowed: settle the subscription (``sub``), record, give the
         lease back, and with ``ack`` = (inbox, group, entry id), acknowledge that inbox entry.
+        ``enqueue`` = (queue, job id, payload in arq's format): a queue target's job, written with
+        the record (not if arq has that job or its result already, as ``enqueue_job`` does).
         Returns (the delivery's status, the breaker state or 'disabled' or '')."""
         inbox, group, entry_id = ack or ("", "", "")
+        queue, job_id, payload = enqueue or ("", "", b"")
         args: list[str | int | float | bytes] = [
             self.prefix,
             self.retention,
@@ -723,6 +732,9 @@ class DeliveryStore:
             inbox,
             group,
             entry_id,
+            queue,
+            job_id,
+            payload,
             *self._record_args(dlv_id, begun.cycle, outcome, now),
         ]
         if sub:
