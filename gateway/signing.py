@@ -20,7 +20,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 Params = Mapping[str, Any]
 
@@ -39,18 +39,29 @@ def split_url(uri: str) -> tuple[str, str]:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), parts.query
 
 
-def _query_map(query: str) -> dict[str, Any]:
+def _query_map(query: str) -> dict[str, list[str]]:
+    """``parse_qsl(query, keep_blank_values=True)`` grouped by key; a field is only unquoted when
+    it holds a ``%`` or ``+`` (a property test holds the two equal)."""
     merged: dict[str, list[str]] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True):
+    for field in query.split("&"):
+        if not field:
+            continue
+        key, _, value = field.partition("=")
+        if "%" in key or "+" in key:
+            key = unquote_plus(key)
+        if "%" in value or "+" in value:
+            value = unquote_plus(value)
         merged.setdefault(key, []).append(value)
-    return dict(merged)
+    return merged
 
 
 def _sorted_query_string(params: Params) -> str:
     pairs: list[str] = []
     for key in sorted(params):
         value = params[key]
-        if isinstance(value, list):
+        if type(value) is str:  # the usual case first: a str is neither a list nor bytes
+            pairs.append(f"{key}={value}")
+        elif isinstance(value, list):
             pairs.append("&".join(f"{key}={v}" for v in sorted(_text(v) for v in value)))
         else:
             pairs.append(f"{key}={_text(value)}")
@@ -61,7 +72,9 @@ def _sorted_params_string(params: Params) -> str:
     out: list[str] = []
     for key in sorted(params):
         value = params[key]
-        if isinstance(value, list):
+        if type(value) is str:
+            out.append(f"{key}{value}")
+        elif isinstance(value, list):
             out.append("".join(f"{key}{v}" for v in sorted(_text(v) for v in value)))
         elif isinstance(value, Mapping):
             out.append(f"{key}{_sorted_params_string(value)}")

@@ -132,3 +132,16 @@ def test_query_is_read_as_starlette_reads_it(raw: str) -> None:
 
     scope = {"type": "http", "path": "/callbacks/plivo", "query_string": raw.encode(), "headers": []}
     assert _query(scope) == URL(scope=scope).query
+
+
+@settings(max_examples=2000, deadline=None)
+@given(query=form_text)
+def test_query_map_equals_parse_qsl(query: str) -> None:
+    from urllib.parse import parse_qsl
+
+    from gateway.signing import _query_map
+
+    expected: dict[str, list[str]] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        expected.setdefault(key, []).append(value)
+    assert _query_map(query) == expected
