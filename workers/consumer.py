@@ -3,7 +3,7 @@
 The receiver appends callbacks to the ``inbox`` stream; workers read it through one consumer group
 (``XREADGROUP ... BLOCK``), so a callback reaches a worker without arq's polling delay and without
 an ``enqueue_job`` on the receiver's request path. An entry is acknowledged (XACK + XDEL in one
-MULTI) only after its event is stored and every delivery either succeeded or has a retry job.
+script) only after its event is stored and every delivery either succeeded or has a retry job.
 Entries of a worker that died stay pending in the group and are claimed by another worker after
 ``WORKER_CLAIM_IDLE`` seconds (XAUTOCLAIM); every step is idempotent, so that is safe.
 """
@@ -122,7 +122,7 @@ async def _poison(ctx: WorkerContext, entry_id: str, fields: dict[str, str]) -> 
 
 
 async def _one(ctx: WorkerContext, entry_id: str, fields: dict[str, str]) -> None:
-    """Handle one entry, then acknowledge it (XACK + XDEL in one MULTI) unless its delivery's
+    """Handle one entry, then acknowledge it (XACK + XDEL in one script) unless its delivery's
     record already did."""
     try:
         ack = (ctx.store.inbox, INBOX_GROUP, entry_id)
@@ -135,10 +135,7 @@ async def _one(ctx: WorkerContext, entry_id: str, fields: dict[str, str]) -> Non
         await _poison(ctx, entry_id, fields)
     except Exception:
         await _poison(ctx, entry_id, fields)
-    async with ctx.redis.pipeline(transaction=True) as pipe:
-        pipe.xack(ctx.store.inbox, INBOX_GROUP, entry_id)
-        pipe.xdel(ctx.store.inbox, entry_id)
-        await pipe.execute()
+    await ctx.deliveries.ack_entry(ctx.store.inbox, INBOX_GROUP, entry_id)
 
 
 class _InFlight:

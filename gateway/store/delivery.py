@@ -180,6 +180,13 @@ return schedule(ARGV[6], id .. ':c' .. ARGV[3] .. ':a' .. ARGV[4] .. ':d' .. n, 
 """
 )
 
+# Acknowledge an inbox entry and delete it (a script, so that it shares the worker's pipelines).
+# KEYS: inbox. ARGV: group, entry id.
+_ACK = """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])
+"""
+
 # Start a new cycle of a delivery that is not pending (manual retry, replay): attempts from 0, its
 # first job now. ARGV: prefix, id, expected_cycle, now, retention_s, queue, payload.
 # Returns the new cycle, -1 if pending already, -2 if missing, -3 if the cycle moved (re-read).
@@ -605,6 +612,7 @@ class DeliveryStore:
         self._begin = redis.register_script(_BEGIN)
         self._emit_begin = redis.register_script(_EMIT_BEGIN)
         self._finish = redis.register_script(_FINISH)
+        self._ack = redis.register_script(_ACK)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -742,6 +750,10 @@ class DeliveryStore:
             args += self._settle_args(begun.token, now, ok, gone, breaker)
         status, state = await self._finish(keys=[], args=args)
         return str(status), str(state)
+
+    async def ack_entry(self, inbox: str, group: str, entry_id: str) -> None:
+        """XACK + XDEL of an inbox entry whose work is done (when no ``finish`` did it)."""
+        await self._ack(keys=[inbox], args=[group, entry_id])
 
     def _record_args(
         self, dlv_id: str, cycle: int | None, o: AttemptRecord, now: int
