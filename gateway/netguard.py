@@ -16,6 +16,7 @@ still verifies the certificate against the host name (aiohttp passes it as SNI /
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -216,19 +217,20 @@ class WebhookClient:
     ) -> Answer:
         """One exchange. ``encoded``: ``url`` is sent exactly as given (a signed URL)."""
         session = self._open()
-        target = URL(url, encoded=encoded)
+        target = _url(url, encoded)
         if target.scheme not in {"http", "https"} or not target.host:
             raise ExchangeError("must be an absolute http(s) URL")
         refused = self._literal_refusal(target.host)
         if refused:
             raise ExchangeError(refused)
         try:
-            async with asyncio.timeout(self.timeout):
-                async with session.request(
-                    method, target, data=body, headers=headers, allow_redirects=False
-                ) as response:
-                    answer = await _read_capped(response, limit)
-                    return Answer(response.status, response.headers.get("retry-after"), answer)
+            # The session's ``total`` timeout is the attempt's one deadline: connect, send and
+            # reading the answer (aiohttp: "the whole operation including ... response reading").
+            async with session.request(
+                method, target, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                answer = await _read_capped(response, limit)
+                return Answer(response.status, response.headers.get("retry-after"), answer)
         except TimeoutError as exc:
             raise ExchangeError(f"timeout: {type(exc).__name__}", timeout=True) from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
@@ -258,6 +260,12 @@ class WebhookClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+@functools.lru_cache(maxsize=1024)
+def _url(url: str, encoded: bool) -> URL:
+    # Webhook URLs repeat (a subscription's, a request's): parse each once. URLs are immutable.
+    return URL(url, encoded=encoded)
 
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:

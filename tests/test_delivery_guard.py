@@ -154,3 +154,28 @@ async def test_ip_literals_are_checked_too(endpoint: ScriptedEndpoint, host: str
         answer = await client.request("POST", f"http://127.0.0.1:{port}/hook", body=b"{}")
     assert answer.status == 200
     assert len(endpoint.received) == 1  # only the allowlisted request arrived
+
+
+async def test_one_deadline_covers_a_slowly_trickled_answer() -> None:
+    # Headers at once, then a byte every 100 ms, forever: the attempt still ends at its deadline.
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n")
+        try:
+            while True:
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        except (ConnectionError, asyncio.CancelledError):
+            writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    async with webhook_client(Policy.build(allow_private=True), timeout=0.5, max_connections=2) as client:
+        started = loop.time()
+        with pytest.raises(ExchangeError) as caught:
+            await client.request("POST", f"http://127.0.0.1:{port}/hook", body=b"{}", limit=1_000_000)
+        assert caught.value.timeout
+        assert loop.time() - started < 2.0
+    server.close()
