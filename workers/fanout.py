@@ -12,6 +12,7 @@ the deliveries that are still pending and not yet attempted (the others have the
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 from gateway import logs
@@ -20,6 +21,17 @@ from workers.context import WorkerContext
 from workers.delivery import attempt_limits, delivery_id, run_begun
 
 log = logs.get("workers.fanout")
+
+
+async def _run_all(attempts: list[Coroutine[Any, Any, str]]) -> list[str | BaseException]:
+    """``gather(..., return_exceptions=True)``, without its tasks for the usual single attempt."""
+    if len(attempts) == 1:
+        try:
+            return [await attempts[0]]
+        except Exception as exc:
+            return [exc]
+    return await asyncio.gather(*attempts, return_exceptions=True)
+
 
 ACTIONABLE = frozenset({"go", "abandon", "leased", "refused"})  # the other answers: nothing is due
 
@@ -69,9 +81,8 @@ async def fan_out(
     ]
     going = [b for _, b in attempts if b.state == "go"]
     one_ack = ack if len(going) == 1 and len(attempts) == 1 else None
-    results = await asyncio.gather(
-        *(run_begun(ctx, dlv_id, event, b, ack=one_ack, event_json=event_json) for dlv_id, b in attempts),
-        return_exceptions=True,
+    results = await _run_all(
+        [run_begun(ctx, dlv_id, event, b, ack=one_ack, event_json=event_json) for dlv_id, b in attempts]
     )
     acked = one_ack is not None
     for (dlv_id, _), result in zip(attempts, results, strict=True):

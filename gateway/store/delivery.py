@@ -49,7 +49,9 @@ Design notes:
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -576,6 +578,23 @@ class DeliveryQuery:
     limit: int = 20
 
 
+_TOKENS = itertools.count()
+_TOKEN_PREFIX = [secrets.token_hex(8)]
+
+
+def _token() -> str:
+    """A lease/slot token unique among all workers: this process's random prefix and a counter
+    (``secrets.token_hex`` per attempt costs more than the rest of ``begin``'s arguments)."""
+    return f"{_TOKEN_PREFIX[0]}{next(_TOKENS):x}"
+
+
+def _new_token_prefix() -> None:
+    _TOKEN_PREFIX[0] = secrets.token_hex(8)
+
+
+os.register_at_fork(after_in_child=_new_token_prefix)  # a forked child must not repeat our tokens
+
+
 def encode_event(event: dict[str, Any]) -> str:
     """An event as stored and as sent in a webhook body: compact JSON, UTF-8 kept as is."""
     return _json(event)
@@ -686,7 +705,7 @@ class DeliveryStore:
         args.append(len(deliveries))
         for dlv_id, target in deliveries:
             args += [dlv_id, _json(target), str(target.get("subscription") or "")]
-        tokens = [secrets.token_hex(8) for _ in deliveries]
+        tokens = [_token() for _ in deliveries]
         for (dlv_id, _), token in zip(deliveries, tokens, strict=True):
             args += self._begin_args(dlv_id, 0, 1, token, limits, now)
         created, states, begun = await self._emit_begin(keys=[], args=args)
@@ -705,7 +724,7 @@ class DeliveryStore:
     ) -> Begun:
         """Start attempt ``attempt`` of cycle ``cycle`` (None: whatever is next) if it is due;
         ``with_event``: also read its event (``expired`` when it is gone)."""
-        token = secrets.token_hex(8)
+        token = _token()
         args = [self.prefix, *self._begin_args(dlv_id, cycle, attempt, token, limits, now, with_event)]
         return Begun.parse(await self._begin(keys=[], args=args), token)
 
