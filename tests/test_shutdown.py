@@ -117,3 +117,28 @@ async def test_sigterm_to_serve_lets_the_request_in_flight_complete(
     finally:
         procs.close()
         sandbox.stop()
+
+
+async def test_a_worker_whose_redis_is_gone_still_stops_cleanly(tmp_path: Path) -> None:
+    # Redis stopped first (a host shutdown, a bench tearing down): SIGTERM still ends the worker
+    # with status 0, its HTTP client closed, no traceback.
+    server = EmbeddedRedis().start()
+    procs = Procs.build(tmp_path, server.url, free_port(), LOG_LEVEL="INFO")
+    try:
+        worker = procs.worker()
+
+        def started() -> bool:
+            return '"worker_started"' in procs.logs[0].read_text()
+
+        await wait_until(started, timeout=15)
+        server.stop()
+        await asyncio.sleep(1.0)
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(worker.wait, 20)
+    finally:
+        procs.close()
+        server.stop()
+    output = procs.logs[0].read_text()
+    assert worker.returncode == 0, output[-2000:]
+    assert "Traceback" not in output and "Unclosed client session" not in output
+    assert '"worker_stopped"' in output

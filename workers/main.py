@@ -167,7 +167,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     with contextlib.suppress(asyncio.CancelledError):
         await main
     _, cut = await asyncio.gather(stop_consumer(worker.ctx, grace), finish_jobs(worker, grace))
-    await worker.close()
+    try:
+        await worker.close()
+    except (RedisError, OSError) as exc:
+        # Redis went away first: arq's close gives up before its shutdown hook; close ours.
+        log.warning("worker_close_unavailable", error=type(exc).__name__)
+        if worker.on_shutdown is not None:
+            await worker.on_shutdown(worker.ctx)
     beat_stop.set()
     await beat
     await beat_redis.aclose()
