@@ -1,9 +1,10 @@
 """Phases 3 and 4: callback -> webhook / queue job latency, and webhook deliveries per second.
 
-Requests are written straight into the stack's Redis (the submit script, pipelined) with two
-targets: the bench's subscriber and a queue served by the bench's arq job sink. Callbacks are then
-sent at a fixed rate through the real receiver; each one's latency is from the moment its request
-was written to the socket (wall clock) to when the subscriber got the webhook / the job started.
+Requests are written straight into the stack's Redis (the submit script, pipelined) with one
+target: the bench's subscriber in a first run, a queue served by the bench's arq job sink in a
+second. Callbacks are then sent at a fixed rate through the real receiver; each one's latency is
+from the moment its request was scheduled to be written to the socket (wall clock) to when the
+subscriber got the webhook / the job started.
 For throughput, callbacks go straight into the inbox in one burst and the figure is how fast one
 worker process turns them into webhooks the subscriber received (correlate + emit + POST).
 """
@@ -51,10 +52,10 @@ async def _jobs_count(redis: Redis) -> int:
     return count
 
 
-async def _wait_for(run: Run, redis: Redis, count: int, jobs: bool) -> None:
+async def _wait_for(run: Run, redis: Redis, count: int, jobs: bool, hooks: bool = True) -> None:
     deadline = time.monotonic() + SETTLE_S
     while time.monotonic() < deadline:
-        got, _ = await _stats(run)
+        got = (await _stats(run))[0] if hooks else count
         done_jobs = await _jobs_count(redis) if jobs else count
         if got >= count and done_jobs >= count:
             return
@@ -65,48 +66,59 @@ def _latencies(ids: list[str], sends: dict[int, float], times: dict[str, float])
     return [(times[a] - sends[i]) * 1000 for i, a in enumerate(ids) if i in sends and a in times]
 
 
-async def _e2e(run: Run, redis: Redis) -> None:
+async def _e2e_run(run: Run, redis: Redis, kind: str) -> dict[str, Any]:
+    """Callbacks at the fixed rate for requests with one ``kind`` target (webhook or queue);
+    latency from each callback's scheduled send to the webhook received / the job started."""
     o = run.opts
     assert run.redis_url is not None
     ids = corpus.fresh_ids(int(o.e2e_rate * o.e2e_duration))
-    reqs = [new_request(a, _targets(run, True), o.metadata_bytes, 3600) for a in ids]
+    targets = _targets(run, True)[1:] if kind == "queue" else _targets(run, False)
+    reqs = [new_request(a, targets, o.metadata_bytes, 3600) for a in ids]
     await save_requests(redis, settings_for(run.redis_url, run.prefix), reqs)
     await redis.delete(JOBS_HASH)
     await _reset_subscriber(run)
-    path = run.corpus("e2e", ids)
+    path = run.corpus(f"e2e-{kind}", ids)
     stats, sends = await asyncio.to_thread(
         load.open_loop, path, run.gateway_port, rate=o.e2e_rate, duration=o.e2e_duration, procs=1
     )
-    await _wait_for(run, redis, len(ids), jobs=True)
-    _, hooks = await _stats(run)
-    raw_jobs: dict[str, str] = await redis.hgetall(JOBS_HASH)  # type: ignore[misc]
-    jobs = {k: float(v) for k, v in raw_jobs.items()}
-    webhook = summarize(_latencies(ids, sends, hooks))
-    job = summarize(_latencies(ids, sends, jobs))
+    queue = kind == "queue"
+    await _wait_for(run, redis, len(ids), jobs=queue, hooks=not queue)
+    if queue:
+        raw: dict[str, str] = await redis.hgetall(JOBS_HASH)  # type: ignore[misc]
+        arrived = {k: float(v) for k, v in raw.items()}
+    else:
+        _, arrived = await _stats(run)
+    return {
+        "callbacks": len(ids),
+        "arrived": len(arrived),
+        "ingest": stats.as_dict(),
+        "ms": summarize(_latencies(ids, sends, arrived)),
+    }
+
+
+async def _e2e(run: Run, redis: Redis) -> None:
+    """One run with a webhook target per request, then one with a queue target: each figure is
+    measured with only its own kind of delivery on the machine."""
+    o = run.opts
+    webhook = await _e2e_run(run, redis, "webhook")
+    job = await _e2e_run(run, redis, "queue")
     run.results["e2e"] = {
         "rate": o.e2e_rate,
-        "callbacks": len(ids),
-        "ingest": stats.as_dict(),
-        "webhooks_received": len(hooks),
-        "jobs_started": len(jobs),
-        "webhook_ms": webhook,
-        "queue_job_ms": job,
+        "callbacks": webhook["callbacks"],
+        "ingest": webhook["ingest"],
+        "webhooks_received": webhook["arrived"],
+        "jobs_started": job["arrived"],
+        "webhook_ms": webhook["ms"],
+        "queue_job_ms": job["ms"],
+        "queue_run": {"callbacks": job["callbacks"], "ingest": job["ingest"]},
     }
-    run.rows.append(
-        (f"e2e callback -> webhook at {o.e2e_rate}/s", f"{len(hooks):,}/{len(ids):,}", latency_cells(webhook))
-    )
-    run.rows.append(
-        (
-            f"e2e callback -> arq job started at {o.e2e_rate}/s",
-            f"{len(jobs):,}/{len(ids):,}",
-            latency_cells(job),
-        )
-    )
-    if len(hooks) < len(ids) or len(jobs) < len(ids):
-        run.notes.append(
-            f"e2e: {len(ids) - len(hooks)} webhooks, {len(ids) - len(jobs)} jobs "
-            f"missing after {SETTLE_S:.0f}s"
-        )
+    for label, res in (
+        (f"e2e callback -> webhook at {o.e2e_rate}/s", webhook),
+        (f"e2e callback -> arq job started at {o.e2e_rate}/s", job),
+    ):
+        run.rows.append((label, f"{res['arrived']:,}/{res['callbacks']:,}", latency_cells(res["ms"])))
+        if res["arrived"] < res["callbacks"]:
+            run.notes.append(f"{label}: {res['callbacks'] - res['arrived']} missing after {SETTLE_S:.0f}s")
 
 
 async def _delivery(run: Run, redis: Redis) -> None:
