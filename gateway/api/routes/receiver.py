@@ -6,15 +6,17 @@ Redis is unreachable so that Plivo retries later.
 
 It is the hottest path of the gateway, so it is a plain ASGI app that the application calls
 ahead of FastAPI's middleware and routing (``gateway.app.GatewayApp``), reading the ASGI scope and
-messages directly. What that skips cost about two thirds of the receiver's CPU per callback
-(docs/performance.md): request and URL objects, header parsing, dependency and route matching,
-four middleware layers. Its own work is kept lean the same way: the public URL is split once,
-the tokens are HMAC keys prepared once, the answer is prebuilt. The same app is also mounted as an
-ordinary route, which serves the requests the fast dispatch leaves to the router (other methods get
-the router's 405 with ``Allow``; a server ``root_path``).
+messages directly: FastAPI's request handling costs 24-54 us a request, more than the receiver's
+own work, and the receiver needs none of it. Its own work is kept lean the same way: the public
+URL is split once, the tokens are HMAC keys prepared once, the answer is prebuilt. The same app is
+also mounted as an ordinary route, which serves what the fast dispatch leaves to the router (other
+methods get the router's 405 with ``Allow``; a server ``root_path``).
 
 Concurrent callbacks share Redis round trips (``AutoPipeline``): each still runs its own ingest
-script, atomic as before, and is acknowledged only once its own reply is in.
+script, atomic as before, and is acknowledged only once its own reply is in. redis-py spends about
+70 us of CPU on each command sent alone (pool lock, health check, a task for the write timeout),
+more than all the rest of a callback; pipelined 16 at a time, under 25 us (measured on the 2-core
+bench machine, EVALSHA with a 300-byte argument).
 """
 
 from __future__ import annotations
