@@ -1,5 +1,5 @@
-"""The receiver's own ASGI path: what the router still serves, disconnects, and the shared
-round trips of concurrent ingests (against a real Redis)."""
+"""The receiver's own ASGI path: what the router still serves, disconnects, and concurrent
+callbacks sharing Redis round trips (against real servers and a real Redis)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import pytest
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
 
-from gateway.api.routes.receiver import AutoPipeline
 from gateway.app import create_app
-from gateway.embedded_redis import free_port
 from gateway.settings import Settings
 from gateway.signing import sign_v3
-from gateway.state import make_store
 from tests.test_receiver import inbox_len, send, signed
 
 
@@ -76,50 +71,20 @@ async def test_client_gone_before_its_body_stores_nothing(stack_factory: Any, re
     assert await inbox_len(redis, stack) == 1
 
 
-async def test_concurrent_ingests_share_round_trips_and_keep_their_answers(
-    make_settings: Callable[..., Settings], redis: Redis
-) -> None:
-    settings = make_settings()
-    client = Redis.from_url(settings.REDIS_URL, decode_responses=True, client_name="autopipe-test")
-    store = make_store(settings, AutoPipeline(client.connection_pool))
-    try:
-        firsts = [store.ingest(f"cb{i}", f'{{"n": {i}}}', f"nonce{i}") for i in range(200)]
-        retries = [store.ingest(f"cb{i}", f'{{"n": {i}}}', f"retry{i}") for i in range(100)]
-        replays = [store.ingest(f"cb{i}", f'{{"n": {i}}}', f"nonce{i}") for i in range(150, 200)]
-        results = await asyncio.gather(*firsts, *retries, *replays)
-        assert results == [1] * 200 + [0] * 100 + [-1] * 50
-        assert await redis.xlen(settings.GATEWAY_KEY_PREFIX + "inbox") == 200
-        # 350 concurrent scripts went over one connection: they shared round trips.
-        clients = await redis.client_list()
-        assert sum(1 for c in clients if c["name"] == "autopipe-test") == 1
-        # A flushed script cache is reloaded on the fly, as with a plain client.
-        await redis.script_flush()
-        assert await store.ingest("cb-after-flush", "{}", "") == 1
-    finally:
-        await client.aclose()
-
-
-async def test_one_failing_command_does_not_fail_its_batch(redis: Redis, redis_server: Any) -> None:
-    client = Redis.from_url(redis_server.url, decode_responses=True)
-    pipe = AutoPipeline(client.connection_pool)
-    try:
-        await redis.set("not-a-number", "abc")
-        results = await asyncio.gather(
-            pipe.incr("counter"), pipe.incr("not-a-number"), pipe.incr("counter"), return_exceptions=True
-        )
-        assert results[0] == 1 and results[2] == 2
-        assert isinstance(results[1], ResponseError)
-    finally:
-        await client.aclose()
-
-
-async def test_redis_down_fails_every_waiting_command() -> None:
-    client = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
-    pipe = AutoPipeline(client.connection_pool)
-    try:
-        results = await asyncio.gather(*(pipe.incr("k") for _ in range(10)), return_exceptions=True)
-        assert all(isinstance(r, RedisError) for r in results), results
-        with pytest.raises(RedisError):
-            await pipe.incr("k")  # and the next one still gets an answer, not a hang
-    finally:
-        await client.aclose()
+async def test_concurrent_callbacks_each_get_their_own_answer(stack_factory: Any, redis: Redis) -> None:
+    """Callbacks arriving together share pipelines; each answer is still its own: stored,
+    a duplicate (Plivo's retry, fresh nonce) or a replay (same nonce) refused."""
+    stack = await stack_factory(worker=False)
+    firsts = [signed(stack, {"api_id": f"c{i}"}, nonce=f"1{i}") for i in range(120)]
+    retries = [signed(stack, {"api_id": f"c{i}"}) for i in range(40)]
+    replays = [dict(firsts[i]) for i in range(80, 120)]
+    answers = await asyncio.gather(*(send(stack, a) for a in firsts))
+    assert [a.status_code for a in answers] == [200] * 120
+    again = await asyncio.gather(*(send(stack, a) for a in retries + replays))
+    assert [a.status_code for a in again] == [200] * 40 + [403] * 40
+    assert await inbox_len(redis, stack) == 120
+    # A script cache Redis lost (restart, SCRIPT FLUSH) is reloaded on the fly.
+    await redis.script_flush()
+    late = await asyncio.gather(*(send(stack, signed(stack, {"api_id": f"late{i}"})) for i in range(10)))
+    assert [a.status_code for a in late] == [200] * 10
+    assert await inbox_len(redis, stack) == 130

@@ -12,23 +12,21 @@ URL is split once, the tokens are HMAC keys prepared once, the answer is prebuil
 also mounted as an ordinary route, which serves what the fast dispatch leaves to the router (other
 methods get the router's 405 with ``Allow``; a server ``root_path``).
 
-Concurrent callbacks share Redis round trips (``AutoPipeline``): each still runs its own ingest
-script, atomic as before, and is acknowledged only once its own reply is in. redis-py spends about
-70 us of CPU on each command sent alone (pool lock, health check, a task for the write timeout),
-more than all the rest of a callback; pipelined 16 at a time, under 25 us (measured on the 2-core
-bench machine, EVALSHA with a 300-byte argument).
+Concurrent callbacks share Redis round trips (``gateway.redis_batch``): each still runs its own
+ingest script, atomic as before, and is acknowledged only once its own reply is in. redis-py spends
+about 70 us of CPU on each command sent alone (pool lock, health check, a task for the write
+timeout), more than all the rest of a callback; pipelined 16 at a time, under 25 us (measured on
+the 2-core bench machine, EVALSHA with a 300-byte argument).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -45,6 +43,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     new_api_id,
 )
+from gateway.redis_batch import BatchingRedis
 from gateway.settings import Settings
 from gateway.signing import Key, split_url, v3_string_from_parts
 from gateway.state import GatewayState, make_store
@@ -151,60 +150,6 @@ def _query(scope: Scope) -> str:
     return query
 
 
-class AutoPipeline(Redis):
-    """A Redis client whose concurrent commands share round trips (group commit).
-
-    A command issued while no batch is on the wire goes out at once (latency as before); commands
-    issued while one is go together in the next pipeline, not a transaction: each is executed,
-    atomically as ever, and answered on its own, and every caller still waits for its own reply
-    (or error, connection errors included). For stateless commands only (scripts, plain reads and
-    writes): no WATCH, blocking or pub/sub commands. It shares the pool of the client it wraps."""
-
-    def __init__(self, pool: ConnectionPool) -> None:
-        super().__init__(connection_pool=pool)
-        self._queue: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def execute_command(self, *args: Any, **options: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.append((args, options, future))
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                await self._send(batch)
-        finally:
-            self._flusher = None
-
-    async def _send(self, batch: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]]) -> None:
-        try:
-            async with self.pipeline(transaction=False) as pipe:
-                for args, options, _ in batch:
-                    pipe.execute_command(*args, **options)
-                replies = await pipe.execute(raise_on_error=False)
-        except asyncio.CancelledError:
-            for *_, future in batch:
-                future.cancel()
-            raise
-        except Exception as exc:  # connection lost, timeout: every caller of the batch learns it
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (*_, future), reply in zip(batch, replies, strict=True):
-            if future.done():
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
-
-
 class Receiver:
     """The ASGI app behind ``/callbacks/plivo``: verify the signature, store durably, answer 200.
 
@@ -222,7 +167,7 @@ class Receiver:
     def open(self, state: GatewayState) -> None:
         """Start serving with the lifespan's clients (called once they exist)."""
         self.state = state
-        self.store = make_store(state.settings, AutoPipeline(state.redis.connection_pool))
+        self.store = make_store(state.settings, BatchingRedis(state.redis))
 
     def route(self) -> Route:
         return Route(PATH, self, methods=list(METHODS), name="receive_callback")
