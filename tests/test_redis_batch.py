@@ -89,3 +89,14 @@ async def test_calls_beyond_one_batch_are_all_answered(redis: Redis, n: int) -> 
         range(1, n + 1)
     )
     assert all(size <= 256 for size in client.batches)
+
+
+async def test_no_caller_is_left_waiting_when_the_batch_step_itself_fails(redis: Redis) -> None:
+    class Broken(BatchingRedis):
+        async def _replies(self, batch: list[Any]) -> list[Any]:
+            raise ValueError("a bug in the batch step")
+
+    incr = Broken(redis).register_script(INCR)
+    calls = asyncio.gather(*(incr(keys=["k"], args=[1]) for _ in range(3)), return_exceptions=True)
+    results = await asyncio.wait_for(calls, timeout=5)
+    assert all(isinstance(r, ValueError) for r in results)
