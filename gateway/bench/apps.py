@@ -19,7 +19,8 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 
 RECEIVER_PATH = "/callbacks/plivo"
-JOBS_HASH = "bench:jobs"
+JOBS_HASH = "bench:jobs"  # api_id -> when its job started (epoch s)
+ENQUEUED_HASH = "bench:enqueued"  # api_id -> when its job was written to the queue (epoch s)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -118,8 +119,13 @@ def subscriber_app() -> Subscriber:
 
 
 async def bench_job(ctx: dict[str, Any], event: dict[str, Any]) -> None:
-    """Queue target: note when the job for this event started."""
-    await ctx["redis"].hsetnx(JOBS_HASH, str(event.get("api_id")), repr(time.time()))
+    """Queue target: note when the job for this event started, and when it had been enqueued."""
+    started = time.time()
+    api_id = str(event.get("api_id"))
+    async with ctx["redis"].pipeline(transaction=False) as pipe:
+        pipe.hsetnx(JOBS_HASH, api_id, repr(started))
+        pipe.hsetnx(ENQUEUED_HASH, api_id, repr(ctx["enqueue_time"].timestamp()))
+        await pipe.execute()
 
 
 def _sink_redis_settings() -> Any:
@@ -129,7 +135,7 @@ def _sink_redis_settings() -> Any:
 
 
 class JobSinkSettings:
-    """arq settings for the queue target (``python -m arq gateway.bench.apps.JobSinkSettings``).
+    """arq settings for the queue target (``run_job_sink``).
 
     ``poll_delay`` is 10 ms: arq's default of 0.5 s would be the whole latency figure."""
 
@@ -138,3 +144,12 @@ class JobSinkSettings:
     poll_delay = 0.01
     max_jobs = 100
     redis_settings = _sink_redis_settings()
+
+
+def run_job_sink() -> None:
+    """The job sink as a user would run a fast arq worker: ``arq``'s own worker, on uvloop."""
+    import uvloop
+    from arq.worker import run_worker
+
+    uvloop.install()
+    run_worker(JobSinkSettings)  # type: ignore[arg-type]

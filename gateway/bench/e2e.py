@@ -19,7 +19,7 @@ import httpx
 from redis.asyncio import Redis
 
 from gateway.bench import corpus, load
-from gateway.bench.apps import JOBS_HASH
+from gateway.bench.apps import ENQUEUED_HASH, JOBS_HASH
 from gateway.bench.bulk import inbox_entry, new_request, push_inbox, save_requests, settings_for
 from gateway.bench.context import Run
 from gateway.bench.report import fmt, latency_cells, summarize
@@ -75,7 +75,7 @@ async def _e2e_run(run: Run, redis: Redis, kind: str) -> dict[str, Any]:
     targets = _targets(run, True)[1:] if kind == "queue" else _targets(run, False)
     reqs = [new_request(a, targets, o.metadata_bytes, 3600) for a in ids]
     await save_requests(redis, settings_for(run.redis_url, run.prefix), reqs)
-    await redis.delete(JOBS_HASH)
+    await redis.delete(JOBS_HASH, ENQUEUED_HASH)
     await _reset_subscriber(run)
     path = run.corpus(f"e2e-{kind}", ids)
     stats, sends = await asyncio.to_thread(
@@ -83,9 +83,12 @@ async def _e2e_run(run: Run, redis: Redis, kind: str) -> dict[str, Any]:
     )
     queue = kind == "queue"
     await _wait_for(run, redis, len(ids), jobs=queue, hooks=not queue)
+    enqueued: dict[str, float] = {}
     if queue:
         raw: dict[str, str] = await redis.hgetall(JOBS_HASH)  # type: ignore[misc]
         arrived = {k: float(v) for k, v in raw.items()}
+        raw = await redis.hgetall(ENQUEUED_HASH)  # type: ignore[misc]
+        enqueued = {k: float(v) for k, v in raw.items()}
     else:
         _, arrived = await _stats(run)
     return {
@@ -93,6 +96,7 @@ async def _e2e_run(run: Run, redis: Redis, kind: str) -> dict[str, Any]:
         "arrived": len(arrived),
         "ingest": stats.as_dict(),
         "ms": summarize(_latencies(ids, sends, arrived)),
+        "enqueued_ms": summarize(_latencies(ids, sends, enqueued)),
     }
 
 
@@ -110,6 +114,7 @@ async def _e2e(run: Run, redis: Redis) -> None:
         "jobs_started": job["arrived"],
         "webhook_ms": webhook["ms"],
         "queue_job_ms": job["ms"],
+        "queue_enqueued_ms": job["enqueued_ms"],
         "queue_run": {"callbacks": job["callbacks"], "ingest": job["ingest"]},
     }
     for label, res in (
@@ -119,6 +124,13 @@ async def _e2e(run: Run, redis: Redis) -> None:
         run.rows.append((label, f"{res['arrived']:,}/{res['callbacks']:,}", latency_cells(res["ms"])))
         if res["arrived"] < res["callbacks"]:
             run.notes.append(f"{label}: {res['callbacks'] - res['arrived']} missing after {SETTLE_S:.0f}s")
+    run.rows.append(
+        (
+            f"e2e callback -> arq job enqueued at {o.e2e_rate}/s",
+            f"{job['arrived']:,}/{job['callbacks']:,}",
+            latency_cells(job["enqueued_ms"]),
+        )
+    )
 
 
 async def _delivery(run: Run, redis: Redis) -> None:

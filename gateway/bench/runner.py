@@ -104,7 +104,8 @@ def _start_delivery_side(run: Run) -> None:
     procs.serve(run.children, "subscriber", "gateway.bench.apps:subscriber_app", port, 1, run.env)
     client = redis.Redis.from_url(run.redis_url, decode_responses=True)
     try:
-        run.children.spawn("jobsink", ["-m", "arq", "gateway.bench.apps.JobSinkSettings"], run.env)
+        sink = "from gateway.bench.apps import run_job_sink; run_job_sink()"
+        run.children.spawn("jobsink", ["-c", sink], run.env)
         health = run.env["BENCH_SINK_QUEUE"] + ":health-check"
         _wait(lambda: client.exists(health), "the arq job sink", run, "jobsink")
         if not run.local:
