@@ -18,6 +18,7 @@ different tasks in one pipeline is exactly what would happen on separate connect
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -41,17 +42,22 @@ class BatchingRedis(Redis):
         self._scripts: dict[str, ScriptSource] = {}  # sha -> source, to load what Redis lost
 
     def register_script(self, script: ScriptSource) -> AsyncScript:  # type: ignore[override]  # redis-py types the sync one
-        registered = super().register_script(script)
+        registered = BatchedScript(self, script)
         self._scripts[registered.sha] = script
         return registered
 
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(((sha, numkeys, *keys_and_args), future))
+        return await self.enqueue((sha, numkeys, *keys_and_args))
+
+    def enqueue(self, evalsha_args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Queue one ``EVALSHA sha numkeys keys... args...``; its reply (or error) comes in the future."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((evalsha_args, future))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush_later)
-        return await future
+            loop.call_soon(self._flush_later)
+        return future
 
     def _flush_later(self) -> None:
         # One more loop iteration: the tasks that became ready in this one reach their call too
@@ -107,3 +113,24 @@ class BatchingRedis(Redis):
                 pipe.execute_command("EVALSHA", *args)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
+
+
+class BatchedScript(AsyncScript):
+    """A registered script whose calls go straight into its client's batch (no coroutine of its
+    own; NOSCRIPT is handled by the batch). Called with another ``client`` (a pipeline), it is
+    redis-py's ``Script``."""
+
+    def __init__(self, client: BatchingRedis, script: ScriptSource) -> None:
+        super().__init__(client, script)
+        self.batcher = client
+
+    def __call__(  # type: ignore[override]
+        self,
+        keys: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
+        client: Redis | None = None,
+    ) -> Awaitable[Any]:
+        if client is not None and client is not self.batcher:
+            return super().__call__(keys, args, client)
+        keys = keys or ()
+        return self.batcher.enqueue((self.sha, len(keys), *keys, *(args or ())))
