@@ -51,15 +51,13 @@ async def handle_entry(
     c = classify(cb_id, params, parse_form(str(entry.get("q", "")).encode()))
     # The subscriptions that want this event type are read alongside the correlation: the two
     # scripts share one pipeline (gateway.redis_batch). An unmatched callback reads its own.
-    matching = asyncio.ensure_future(ctx.deliveries.matching_subscriptions(c.event_type))
+    matching = ctx.deliveries.matching_subscriptions_soon(c.event_type)
     try:
         corr = await ctx.store.correlate(
             c.ckey, cb_id, raw, kind=c.kind, seq=c.seq, links=c.links, final=final
         )
-    except BaseException:
-        matching.cancel()
-        raise
-    subscriptions = await matching
+    finally:
+        subscriptions = await matching  # queued already: never left unawaited
     metrics.CALLBACKS.labels(corr.outcome).inc()
     log.info("correlated", cb=cb_id, ckey=c.ckey, outcome=corr.outcome, api_id=corr.api_id or None)
     if corr.outcome == "parked":

@@ -60,7 +60,7 @@ LEASE_MARGIN_S = 5.0
 CONCURRENCY_WAIT_MS = 250
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per delivery, and frozen dataclasses are slow to build
 class Attempt:
     outcome: Outcome
     status_code: int | None
@@ -70,7 +70,7 @@ class Attempt:
     ms: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Job:
     dlv_id: str
     event: dict[str, Any]
@@ -193,8 +193,8 @@ async def _send(ctx: WorkerContext, job: Job) -> Attempt:
         result = await _send_relay(ctx, job)
     else:
         result = await _send_webhook(ctx, job)
-    ms = round((time.monotonic() - started) * 1000, 1)
-    return Attempt(result.outcome, result.status_code, result.error, result.retry_after, result.body, ms)
+    result.ms = round((time.monotonic() - started) * 1000, 1)
+    return result
 
 
 def signing_secrets(ctx: WorkerContext, sub: dict[str, str] | None) -> list[str]:

@@ -42,6 +42,12 @@ async def _stats(run: Run) -> tuple[int, dict[str, float]]:
     return int(data["count"]), {k: float(v) for k, v in data["times"].items()}
 
 
+async def _count(run: Run) -> int:
+    async with httpx.AsyncClient(timeout=30) as client:
+        data = (await client.get(run.env["BENCH_SUBSCRIBER_URL"] + "/_stats?count")).json()
+    return int(data["count"])
+
+
 async def _reset_subscriber(run: Run) -> None:
     async with httpx.AsyncClient(timeout=30) as client:
         await client.delete(run.env["BENCH_SUBSCRIBER_URL"] + "/_stats")
@@ -55,7 +61,7 @@ async def _jobs_count(redis: Redis) -> int:
 async def _wait_for(run: Run, redis: Redis, count: int, jobs: bool, hooks: bool = True) -> None:
     deadline = time.monotonic() + SETTLE_S
     while time.monotonic() < deadline:
-        got = (await _stats(run))[0] if hooks else count
+        got = await _count(run) if hooks else count
         done_jobs = await _jobs_count(redis) if jobs else count
         if got >= count and done_jobs >= count:
             return

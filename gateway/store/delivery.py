@@ -53,6 +53,7 @@ import itertools
 import json
 import os
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -522,7 +523,7 @@ class AttemptLimits:
     concurrency_wait_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per attempt, and frozen dataclasses are slow to build
 class Begun:
     """The answer of ``begin``. ``state`` is ``go`` (the lease, and a subscription's admission, are
     held: attempt now), ``abandon`` (its subscription is gone or disabled: ``reason``), ``leased``
@@ -555,7 +556,7 @@ class Begun:
         return cls(state, cycle, attempts, reason=str(raw[3]) if len(raw) > 3 else "")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptRecord:
     """What ``finish`` records about one attempt."""
 
@@ -602,6 +603,11 @@ def encode_event(event: dict[str, Any]) -> str:
 
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+async def _pairs(reply: Awaitable[list[Any]]) -> list[tuple[str, str]]:
+    flat = await reply
+    return [(str(flat[i]), str(flat[i + 1])) for i in range(0, len(flat), 2)]
 
 
 def deliver_payload(dlv_id: str, cycle: int, attempt: int) -> bytes:
@@ -987,9 +993,13 @@ class DeliveryStore:
 
     async def matching_subscriptions(self, event_type: str) -> list[tuple[str, str]]:
         """(id, url) of the active subscriptions that want ``event_type``."""
+        return await self.matching_subscriptions_soon(event_type)
+
+    def matching_subscriptions_soon(self, event_type: str) -> Awaitable[list[tuple[str, str]]]:
+        """``matching_subscriptions``, its script called now: over a batching client it joins the
+        batch being filled (alongside the caller's next script) without a task of its own."""
         include_star = "0" if event_type.startswith("subscription.") else "1"
-        flat = await self._sub_match(keys=[], args=[self.prefix, event_type, include_star])
-        return [(str(flat[i]), str(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return _pairs(self._sub_match(keys=[], args=[self.prefix, event_type, include_star]))
 
     # --- limits, breaker, auto-disable --------------------------------------------------------
 
