@@ -86,10 +86,13 @@ class EmbeddedRedis:
             self.directory,
             "--maxmemory-policy",
             "noeviction",
-            # Request hashes hold JSON values of a few hundred bytes: keep them compact
-            # (listpack) instead of a hashtable; measured 1,740 -> 1,183 B per pending request.
+            # As deploy/redis.conf: request hashes hold JSON values of a few hundred bytes and the
+            # ref buckets a few hundred entries: keep them compact (listpack) instead of hashtables
+            # (``callback-gateway bench --phases memory`` shows both settings).
             "--hash-max-ziplist-value",
             "1024",
+            "--hash-max-ziplist-entries",
+            "512",
             "--daemonize",
             "no",
             "--loglevel",
