@@ -290,3 +290,55 @@ async def test_emit_and_begin_starts_only_first_attempts(dstore: DeliveryStore) 
     created, states, again = await dstore.emit_and_begin(event, targets, LIMITS, now=T0 + 1)
     assert not created and states == ["succeeded", "pending"]
     assert [b.state for b in again] == ["succeeded", "stale"]
+
+
+async def test_a_retry_renews_its_event_or_refuses_when_it_expired(
+    dstore: DeliveryStore, redis: Redis
+) -> None:
+    (dlv,) = await emitted(dstore)
+    begun = await dstore.begin(dlv, 0, 1, LIMITS, now=T0)
+    await dstore.finish(dlv, begun, AttemptRecord("failed", 1, 500, "HTTP 500", {"attempt": 1}), now=T0)
+    event_id = (await dstore.get_delivery(dlv))["event_id"]
+    await redis.expire(dstore.key("evt", event_id), 5)  # near the end of its retention
+    assert await dstore.rearm(dlv, now=T0 + 1) == 1
+    assert await redis.ttl(dstore.key("evt", event_id)) > 3000  # kept as long as the delivery again
+    assert await redis.ttl(dstore.key("dlvlog", dlv)) > 3000
+    again = await dstore.begin(dlv, 1, 1, LIMITS, now=T0 + 2, with_event=True)
+    await dstore.finish(dlv, again, AttemptRecord("failed", 1, 500, "HTTP 500"), now=T0 + 2)
+    await redis.delete(dstore.key("evt", event_id))  # expired after all
+    assert await dstore.rearm(dlv, now=T0 + 3) == -4
+    assert (await dstore.get_delivery(dlv))["status"] == "failed"  # nothing pending without an event
+
+
+async def test_a_deleted_subscriptions_index_expires_with_its_deliveries(
+    dstore: DeliveryStore, redis: Redis
+) -> None:
+    sub = await new_sub(dstore)
+    await emitted(dstore, 2, sub)
+    index = dstore.key("deliveries", "sub", sub)
+    assert await redis.ttl(index) == -1
+    assert await dstore.delete_subscription(sub)
+    assert await redis.zcard(index) == 2  # still listable
+    assert 0 < await redis.ttl(index) <= 3600
+
+
+async def test_the_disable_and_its_announcement_are_one_step(dstore: DeliveryStore, redis: Redis) -> None:
+    sub = await new_sub(dstore)
+    (dlv,) = await emitted(dstore, 1, sub)
+    begun = await dstore.begin(dlv, 0, 1, LIMITS, now=T0)
+    gone = AttemptRecord("failed", 1, 410, "HTTP 410", {"attempt": 1})
+    job = (dstore.queue, "evt_disabled_1", b"payload")
+    status, state = await dstore.finish(
+        dlv, begun, gone, sub=sub, breaker=POLICY, gone=True, on_disable=job, now=T0
+    )
+    assert (status, state) == ("failed", "disabled")
+    assert await redis.get("arq:job:evt_disabled_1") == "payload"
+    assert await redis.zscore(dstore.queue, "evt_disabled_1") == T0
+    # An attempt that does not disable writes no announcement.
+    other = await new_sub(dstore)
+    (dlv2,) = await emitted(dstore, 1, other)
+    begun = await dstore.begin(dlv2, 0, 1, LIMITS, now=T0)
+    failing = AttemptRecord("pending", 1, 500, "HTTP 500", None, T0 + 1000)
+    job2 = (dstore.queue, "evt_disabled_2", b"payload")
+    await dstore.finish(dlv2, begun, failing, sub=other, breaker=POLICY, on_disable=job2, now=T0)
+    assert await redis.exists("arq:job:evt_disabled_2") == 0

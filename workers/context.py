@@ -19,7 +19,7 @@ class WorkerContext:
     redis: Redis  # text client for the store
     store: Store
     deliveries: DeliveryStore
-    arq: ArqRedis  # bytes client arq uses; enqueues queue targets and retries
+    arq: ArqRedis  # arq's own client (queue-target, retry and operator jobs are written by scripts)
     http: WebhookClient
     webhook_secret: str
     queue_name: str

@@ -348,10 +348,12 @@ async def _finish(
         gone=result.outcome is Outcome.GONE,
         ack=ack,
         enqueue=queue_job(job) if result.outcome is Outcome.SUCCESS else None,
+        on_disable=_operator_job(ctx, job.sub, result, now),
         now=now,
     )
     if state == "disabled" and job.sub is not None:
-        await _operator_event(ctx, job.sub, gone=result.outcome is Outcome.GONE)
+        reason = _disable_reason(result)
+        log.warning("subscription_disabled", subscription=job.sub["id"], reason=reason)
     metrics.DELIVERY_ATTEMPTS.labels(result.outcome.value).inc()
     if result.outcome is Outcome.SUCCESS and job.cycle == 0:
         metrics.observe_first_success(job.event.get("created_at"), time.time())
@@ -382,15 +384,29 @@ async def _abandon(ctx: WorkerContext, dlv_id: str, begun: Begun) -> str:
     )
 
 
-async def _operator_event(ctx: WorkerContext, sub: dict[str, str], *, gone: bool) -> None:
-    """Announce a disabled subscription: an event, fanned out by its own (idempotent) job."""
-    now = ctx.clock()
-    reason = "endpoint answered 410 Gone" if gone else "failing for longer than GATEWAY_DISABLE_AFTER"
+def _disable_reason(result: Attempt) -> str:
+    if result.outcome is Outcome.GONE:
+        return "endpoint answered 410 Gone"
+    return "failing for longer than GATEWAY_DISABLE_AFTER"
+
+
+def _operator_job(
+    ctx: WorkerContext, sub: dict[str, str] | None, result: Attempt, now: int
+) -> tuple[str, str, bytes] | None:
+    """The job announcing a disabled subscription (``subscription.disabled``, fanned out by its own
+    idempotent job), for ``finish`` to write if this failed attempt disables the subscription."""
+    if sub is None or result.outcome is Outcome.SUCCESS:
+        return None
     event_id = "evt_" + hashlib.sha256(f"disabled|{sub['id']}|{now}".encode()).hexdigest()[:32]
-    data = {"subscription_id": sub["id"], "url": sub["url"], "reason": reason, "disabled_at": iso_ms(now)}
+    data = {
+        "subscription_id": sub["id"],
+        "url": sub["url"],
+        "reason": _disable_reason(result),
+        "disabled_at": iso_ms(now),
+    }
     event = envelope(event_id, "subscription.disabled", now, None, {}, data)
-    log.warning("subscription_disabled", subscription=sub["id"], reason=reason, event_id=event_id)
-    await ctx.arq.enqueue_job(OPERATOR_EVENT_JOB, event, _job_id=event_id, _queue_name=ctx.queue_name)
+    payload = serialize_job(OPERATOR_EVENT_JOB, (event,), {}, None, now)
+    return ctx.queue_name, event_id, payload
 
 
 # --- the arq job ----------------------------------------------------------------------------

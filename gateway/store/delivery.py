@@ -192,20 +192,24 @@ return redis.call('XDEL', KEYS[1], ARGV[2])
 
 # Start a new cycle of a delivery that is not pending (manual retry, replay): attempts from 0, its
 # first job now. ARGV: prefix, id, expected_cycle, now, retention_s, queue, payload.
-# Returns the new cycle, -1 if pending already, -2 if missing, -3 if the cycle moved (re-read).
+# Returns the new cycle, -1 if pending already, -2 if missing, -3 if the cycle moved (re-read),
+# -4 if its event has expired (nothing to deliver).
 _REARM = (
     _TRIM
     + """
 local p, id, now, ret = ARGV[1], ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5])
 local dkey = p .. 'dlv:' .. id
-local cur = redis.call('HMGET', dkey, 'status', 'cycle', 'created_at')
+local cur = redis.call('HMGET', dkey, 'status', 'cycle', 'created_at', 'event_id')
 if not cur[1] then return -2 end
 if cur[1] == 'pending' then return -1 end
 if cur[2] ~= ARGV[3] then return -3 end
+-- The new cycle needs its event for as long as the delivery is kept: renew both, or refuse.
+if redis.call('EXPIRE', p .. 'evt:' .. cur[4], ret) == 0 then return -4 end
 local cycle = tonumber(cur[2]) + 1
 redis.call('HSET', dkey, 'status', 'pending', 'cycle', cycle, 'attempts', 0, 'updated_at', now,
            'next_attempt_at', now)
 redis.call('EXPIRE', dkey, ret)
+redis.call('EXPIRE', p .. 'dlvlog:' .. id, ret)
 redis.call('ZREM', p .. 'deliveries:status:' .. cur[1], id)
 redis.call('ZADD', p .. 'deliveries:status:pending', tonumber(cur[3]) or now, id)
 schedule(ARGV[6], id .. ':c' .. cycle .. ':a1', ARGV[7], now)
@@ -262,7 +266,7 @@ for _, t in ipairs(cjson.decode(ARGV[4])) do redis.call('SADD', p .. 'subs:type:
 return 1
 """
 
-# ARGV: prefix, id
+# ARGV: prefix, id, retention_s
 _SUB_DELETE = """
 local p, id = ARGV[1], ARGV[2]
 local skey = p .. 'sub:' .. id
@@ -271,6 +275,8 @@ if not types then return 0 end
 for _, t in ipairs(cjson.decode(types)) do redis.call('SREM', p .. 'subs:type:' .. t, id) end
 redis.call('DEL', skey, p .. 'breaker:' .. id, p .. 'bucket:' .. id, p .. 'inflight:' .. id)
 redis.call('ZREM', p .. 'subs', id)
+-- Its deliveries stay listable until they expire; then nothing writes or trims its index again.
+redis.call('EXPIRE', p .. 'deliveries:sub:' .. id, ARGV[3])
 return 1
 """
 
@@ -472,7 +478,8 @@ return {out[1], out[2], begun}
 # A queue target's arq job is written here too, in arq's format, only if the record was written.
 # ARGV: prefix, retention_s, queue, sub ('' = none), lease_key, lease_token, inbox, group,
 #       entry_id ('' = none), target_queue, target_job_id ('' = none), target_job_payload,
-#       then 11 record arguments, then 9 settle arguments.
+#       then 11 record arguments, then 9 settle arguments, then (when the attempt failed) the
+#       queue, id and payload of the job announcing the subscription's disable, if it comes to it.
 # Returns {record status, breaker state ('' without a subscription)}.
 _FINISH = (
     _TRIM
@@ -481,7 +488,11 @@ _FINISH = (
     + """
 local p, sub = ARGV[1], ARGV[4]
 local state = ''
-if sub ~= '' then state = settle(p, sub, 24) end
+if sub ~= '' then
+  state = settle(p, sub, 24)
+  -- The subscription.disabled event's job, written with the disable itself (ARGV[33..35]).
+  if state == 'disabled' and ARGV[34] then schedule(ARGV[33], ARGV[34], ARGV[35], tonumber(ARGV[19])) end
+end
 local status = record(p, tonumber(ARGV[2]), ARGV[3], 13)
 if ARGV[11] ~= '' and status == 'succeeded' then
   schedule(ARGV[10], ARGV[11], ARGV[12], tonumber(ARGV[19]))  -- scored now (ARGV[19]: the record's)
@@ -746,12 +757,15 @@ class DeliveryStore:
         gone: bool = False,
         ack: tuple[str, str, str] | None = None,
         enqueue: tuple[str, str, bytes] | None = None,
+        on_disable: tuple[str, str, bytes] | None = None,
         now: int,
     ) -> tuple[str, str]:
         """Record an attempt ``begin`` allowed: settle the subscription (``sub``), record, give the
         lease back, and with ``ack`` = (inbox, group, entry id), acknowledge that inbox entry.
         ``enqueue`` = (queue, job id, payload in arq's format): a queue target's job, written with
         the record (not if arq has that job or its result already, as ``enqueue_job`` does).
+        ``on_disable`` = (queue, job id, payload): the job written if this attempt disables the
+        subscription, in the same step (a crash cannot disable it silently).
         Returns (the delivery's status, the breaker state or 'disabled' or '')."""
         inbox, group, entry_id = ack or ("", "", "")
         queue, job_id, payload = enqueue or ("", "", b"")
@@ -773,6 +787,8 @@ class DeliveryStore:
         if sub:
             assert breaker is not None
             args += self._settle_args(begun.token, now, ok, gone, breaker)
+            if on_disable is not None:
+                args += list(on_disable)
         status, state = await self._finish(keys=[], args=args)
         return str(status), str(state)
 
@@ -863,7 +879,8 @@ class DeliveryStore:
         return bool(await self._defer(keys=[], args=args))
 
     async def rearm(self, dlv_id: str, *, now: int | None = None) -> int:
-        """Start a new cycle of a finished delivery. New cycle, or -1 pending, -2 missing."""
+        """Start a new cycle of a finished delivery. New cycle, or -1 pending, -2 missing,
+        -4 its event expired."""
         for _ in range(5):
             cycle = await self.redis.hget(self.key("dlv", dlv_id), "cycle")  # type: ignore[misc]
             if cycle is None:
@@ -983,7 +1000,7 @@ class DeliveryStore:
         return int(total), [r for r in records if r]
 
     async def delete_subscription(self, sub_id: str) -> bool:
-        return bool(await self._sub_delete(keys=[], args=[self.prefix, sub_id]))
+        return bool(await self._sub_delete(keys=[], args=[self.prefix, sub_id, self.retention]))
 
     async def rotate_secret(self, sub_id: str, grace_s: float, *, now: int | None = None) -> str | None:
         """Give a subscription a new primary secret; the old one signs too for ``grace_s``."""

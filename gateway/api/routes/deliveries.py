@@ -122,6 +122,8 @@ async def retry_delivery(delivery_id: str, state: State, _: ApiKey) -> JSONRespo
         raise NotFound(f"no delivery with id {delivery_id}")
     if cycle == -1:
         raise BadRequest("delivery is pending: its next attempt is already scheduled")
+    if cycle == -4:
+        raise NotFound(f"the event of delivery {delivery_id} has expired (GATEWAY_RETENTION)")
     body = {
         "api_id": new_api_id(),
         "message": "delivery retry queued",
