@@ -232,3 +232,17 @@ async def test_redis_down_means_503_and_nothing_half_written(stack_factory: Any)
         assert again.status_code == 200
     finally:
         own.cleanup()
+
+
+async def test_a_callback_answered_503_for_missing_replicas_can_come_back_as_it_was(
+    stack_factory: Any, redis: Redis
+) -> None:
+    # REDIS_WAIT_REPLICAS=1 on a Redis without replicas: not durable enough, 503. The same signed
+    # request sent again (a proxy's retry: same nonce) must be neither a duplicate nor a replay.
+    stack = await stack_factory(worker=False, REDIS_WAIT_REPLICAS=1, REDIS_WAIT_TIMEOUT=0.05)
+    request = signed(stack, {"api_id": "w1"}, nonce="12345678901234567890")
+    for _ in range(2):
+        answer = await send(stack, request)
+        assert answer.status_code == 503, answer.text
+    prefix = stack.settings.GATEWAY_KEY_PREFIX
+    assert await redis.keys(f"{prefix}dedup:*") == [] and await redis.keys(f"{prefix}nonce:*") == []

@@ -274,8 +274,12 @@ class Receiver:
             cb_id, entry_json, nonce_id, settings.REDIS_WAIT_REPLICAS, timeout_ms
         )
         if stored == 1 and acked < settings.REDIS_WAIT_REPLICAS:
-            # Forget the dedup mark so that Plivo's retry is stored again (a second inbox entry of
-            # the same callback is harmless: its event id derives from the callback id).
-            await state.redis.delete(state.store.key("dedup", cb_id))
+            # Forget the dedup mark and the nonce so that Plivo's retry (same nonce) is stored
+            # again (a second inbox entry of the same callback is harmless: its event id derives
+            # from the callback id).
+            forget = [state.store.key("dedup", cb_id)]
+            if nonce_id:
+                forget.append(state.store.key("nonce", nonce_id))
+            await state.redis.delete(*forget)
             raise OSError(f"callback reached {acked} of {settings.REDIS_WAIT_REPLICAS} replicas")
         return stored
