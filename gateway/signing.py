@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
@@ -39,11 +39,11 @@ def split_url(uri: str) -> tuple[str, str]:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), parts.query
 
 
-def _query_map(query: str) -> dict[str, list[str]]:
-    """``parse_qsl(query, keep_blank_values=True)`` grouped by key; a field is only unquoted when
-    it holds a ``%`` or ``+`` (a property test holds the two equal)."""
-    merged: dict[str, list[str]] = {}
-    for field in query.split("&"):
+def form_fields(text: str) -> Iterator[tuple[str, str]]:
+    """The (key, value) pairs of form or query text, as ``parse_qsl(text, keep_blank_values=True)``
+    gives them; a field is only unquoted when it holds a ``%`` or ``+`` (Plivo's plain fields
+    don't: a property test holds the two equal)."""
+    for field in text.split("&"):
         if not field:
             continue
         key, _, value = field.partition("=")
@@ -51,6 +51,13 @@ def _query_map(query: str) -> dict[str, list[str]]:
             key = unquote_plus(key)
         if "%" in value or "+" in value:
             value = unquote_plus(value)
+        yield key, value
+
+
+def _query_map(query: str) -> dict[str, list[str]]:
+    """``parse_qsl(query, keep_blank_values=True)`` grouped by key."""
+    merged: dict[str, list[str]] = {}
+    for key, value in form_fields(query):
         merged.setdefault(key, []).append(value)
     return merged
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 from starlette.requests import Request
@@ -17,22 +18,30 @@ async def read_limited(request: Request, limit: int, read_timeout: float = 10.0)
     """The body, refusing with 413 as soon as it exceeds ``limit`` (without reading the rest) and
     with 408 when it has not fully arrived within ``read_timeout`` seconds (uvicorn has no body read
     timeout of its own, so a client trickling bytes could hold a connection forever)."""
+    _check_declared(request.headers.get("content-length"), limit)
+    return await _within(read_timeout, _read(request, limit))
+
+
+def _check_declared(content_length: str | None, limit: int) -> None:
+    """413 before reading anything when the declared size is over the limit."""
+    if content_length is not None:
+        try:
+            size = int(content_length)
+        except ValueError as exc:
+            raise BadRequest("invalid Content-Length") from exc
+        if size > limit:
+            raise PayloadTooLarge(f"request body over {limit} bytes")
+
+
+async def _within(read_timeout: float, reading: Coroutine[Any, Any, bytes]) -> bytes:
     try:
         async with asyncio.timeout(read_timeout):
-            return await _read(request, limit)
+            return await reading
     except TimeoutError as exc:
         raise RequestTimeout(f"request body not received within {read_timeout:g} s") from exc
 
 
 async def _read(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError as exc:
-            raise BadRequest("invalid Content-Length") from exc
-        if size > limit:
-            raise PayloadTooLarge(f"request body over {limit} bytes")
     chunks: list[bytes] = []
     total = 0
     async for chunk in request.stream():
@@ -60,18 +69,8 @@ async def receive_limited(
 ) -> bytes:
     """``read_limited`` for a plain ASGI app (no Starlette ``Request``): the same limit, checks,
     answers and messages, reading ``receive`` directly."""
-    if content_length is not None:
-        try:
-            size = int(content_length)
-        except ValueError as exc:
-            raise BadRequest("invalid Content-Length") from exc
-        if size > limit:
-            raise PayloadTooLarge(f"request body over {limit} bytes")
-    try:
-        async with asyncio.timeout(read_timeout):
-            return await _receive(receive, limit)
-    except TimeoutError as exc:
-        raise RequestTimeout(f"request body not received within {read_timeout:g} s") from exc
+    _check_declared(content_length, limit)
+    return await _within(read_timeout, _receive(receive, limit))
 
 
 async def _receive(receive: Receive, limit: int) -> bytes:
