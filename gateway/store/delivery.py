@@ -14,7 +14,7 @@ the prefix, as ``core``'s correlate does, because which keys they touch depends 
 | ``deliveries:status:{s}``   | zset   | members trimmed by score   | emit, record, rearm  | API, bulk       |
 | ``deliveries:sub:{sub_id}`` | zset   | members trimmed by score   | emit                 | API, bulk       |
 | ``deliveries:type:{t}``     | zset   | members trimmed by score   | emit                 | deliveries API  |
-| ``lease:{delivery_id}``     | string | attempt timeout + margin   | worker               | worker          |
+| ``lease:{delivery_id}``     | string | attempt timeout + margin   | begin                | finish (if ours)|
 | ``sub:{sub_id}``            | hash   | none (DEL on delete)       | API, settle          | worker, API     |
 | ``subs``                    | zset   | none (ZREM on delete)      | API                  | list API        |
 | ``subs:type:{t}``           | set    | none (SREM on delete)      | API, settle          | fan-out         |
@@ -38,6 +38,11 @@ Design notes:
   (``arq:job:{id}`` + ``ZADD queue``, skipped when the job or its result exists, as
   ``enqueue_job`` does): a pending delivery without a scheduled job cannot exist, and the API can
   re-queue a delivery without an arq connection.
+* An attempt is bracketed by two scripts: ``begin`` checks that it is still due (pending, the
+  expected cycle and attempt, its subscription active), takes the lease and the admission, all or
+  nothing; ``finish`` settles the breaker, records, writes the next job, gives the lease back only if
+  it still holds our token, and can acknowledge the inbox entry. A first attempt's ``begin`` runs
+  inside the fan-out's ``emit`` script. The worker sends them through ``gateway.redis_batch``.
 * Admission to an attempt (``admit``) checks, in one script, the subscription's concurrency cap,
   its token bucket and its circuit breaker, and only then takes a slot, a token and (half-open) the
   probe. ``settle`` gives the slot back, feeds the breaker and the failing-since clock, and
