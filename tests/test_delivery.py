@@ -103,6 +103,14 @@ async def test_410_disables_the_subscription_and_tells_operators(
     await trigger(stack)
     await asyncio.sleep(0.8)
     assert len(endpoint.on("/gone")) == 1
+    # Until an operator enables it again: new events reach it (the endpoint answers 200 now).
+    enabled = await stack.client.post(url + "/enable", headers=stack.auth)
+    assert enabled.status_code == 200 and enabled.json()["subscription"]["status"] == "active"
+    assert enabled.json()["subscription"]["disabled_reason"] is None
+    await trigger(stack)
+    await wait_until(lambda: len(endpoint.on("/gone")) == 2)
+    again = await stack.client.post(url + "/enable", headers=stack.auth)
+    assert again.status_code == 400 and "active already" in again.json()["error"]
 
 
 async def test_a_hanging_endpoint_times_out_and_is_retried_never_twice_at_once(

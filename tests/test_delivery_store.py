@@ -342,3 +342,20 @@ async def test_the_disable_and_its_announcement_are_one_step(dstore: DeliverySto
     job2 = (dstore.queue, "evt_disabled_2", b"payload")
     await dstore.finish(dlv2, begun, failing, sub=other, breaker=POLICY, on_disable=job2, now=T0)
     assert await redis.exists("arq:job:evt_disabled_2") == 0
+
+
+async def test_enable_brings_a_disabled_subscription_back_in_one_step(
+    dstore: DeliveryStore, redis: Redis
+) -> None:
+    sub = await new_sub(dstore, ["request.completed"])
+    _, token = await admit(dstore, sub, T0)
+    assert await dstore.settle(sub, token, ok=False, gone=True, policy=POLICY, now=T0) == "disabled"
+    assert await dstore.matching_subscriptions("request.completed") == []
+    assert await dstore.enable_subscription(sub, now=T0 + 1) == 1
+    assert await dstore.matching_subscriptions("request.completed") == [(sub, "http://h/x")]
+    record = await dstore.get_subscription(sub)
+    assert record is not None and record["status"] == "active"
+    assert "disabled_reason" not in record and "failing_since" not in record
+    assert await dstore.breaker_state(sub) == "closed"
+    assert await dstore.enable_subscription(sub) == -1
+    assert await dstore.enable_subscription("sub_missing") == 0

@@ -285,6 +285,21 @@ redis.call('EXPIRE', p .. 'deliveries:sub:' .. id, ARGV[3])
 return 1
 """
 
+# Re-enable a disabled subscription: active again, back in its type sets, its breaker and failing
+# clock reset, in one step. ARGV: prefix, id, now. Returns 1, 0 when missing, -1 when already active.
+_SUB_ENABLE = """
+local p, id, now = ARGV[1], ARGV[2], ARGV[3]
+local skey = p .. 'sub:' .. id
+local info = redis.call('HMGET', skey, 'status', 'event_types')
+if not info[1] then return 0 end
+if info[1] == 'active' then return -1 end
+for _, t in ipairs(cjson.decode(info[2] or '[]')) do redis.call('SADD', p .. 'subs:type:' .. t, id) end
+redis.call('HSET', skey, 'status', 'active', 'updated_at', now)
+redis.call('HDEL', skey, 'disabled_reason', 'disabled_at', 'failing_since')
+redis.call('DEL', p .. 'breaker:' .. id)
+return 1
+"""
+
 # ARGV: prefix, event_type, include_star ('1'/'0'). Returns id, url pairs of active subscriptions.
 _SUB_MATCH = """
 local p = ARGV[1]
@@ -648,6 +663,7 @@ class DeliveryStore:
         self._sub_delete = redis.register_script(_SUB_DELETE)
         self._sub_match = redis.register_script(_SUB_MATCH)
         self._sub_rotate = redis.register_script(_SUB_ROTATE)
+        self._sub_enable = redis.register_script(_SUB_ENABLE)
         self._admit = redis.register_script(_ADMIT)
         self._settle = redis.register_script(_SETTLE)
         self._begin = redis.register_script(_BEGIN)
@@ -1006,6 +1022,10 @@ class DeliveryStore:
 
     async def delete_subscription(self, sub_id: str) -> bool:
         return bool(await self._sub_delete(keys=[], args=[self.prefix, sub_id, self.retention]))
+
+    async def enable_subscription(self, sub_id: str, *, now: int | None = None) -> int:
+        """Make a disabled subscription active again: 1, 0 when missing, -1 when already active."""
+        return int(await self._sub_enable(keys=[], args=[self.prefix, sub_id, now or now_ms()]))
 
     async def rotate_secret(self, sub_id: str, grace_s: float, *, now: int | None = None) -> str | None:
         """Give a subscription a new primary secret; the old one signs too for ``grace_s``."""

@@ -182,6 +182,20 @@ async def rotate_secret(sub_id: str, state: State, _: ApiKey) -> dict[str, Any]:
     return {"api_id": new_api_id(), "message": "secret rotated", "subscription": view}
 
 
+@router.post("/{sub_id}/enable")
+async def enable_subscription(sub_id: str, state: State, _: ApiKey) -> dict[str, Any]:
+    """Re-enable a subscription that was disabled (410 Gone, or failing for too long): it matches
+    new events again, with a fresh breaker. Its failed deliveries stay failed: replay them with
+    ``POST /v1/subscriptions/{id}/replay``."""
+    result = await state.deliveries.enable_subscription(sub_id)
+    if result == 0:
+        raise NotFound(f"no subscription with id {sub_id}")
+    if result == -1:
+        raise BadRequest("subscription is active already")
+    view = subscription_view(await _found(state, sub_id), with_secret=False)
+    return {"api_id": new_api_id(), "message": "subscription enabled", "subscription": view}
+
+
 @router.post("/{sub_id}/replay", status_code=202)
 async def bulk_replay(sub_id: str, request: Request, state: State, _: ApiKey) -> JSONResponse:
     """Re-queue the failed deliveries of a subscription in a time range (capped per call)."""
