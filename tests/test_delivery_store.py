@@ -11,13 +11,16 @@ import json
 import random
 import uuid
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from gateway.embedded_redis import EmbeddedRedis
+from gateway.settings import Settings
 from gateway.store.delivery import AttemptLimits, AttemptRecord, BreakerPolicy, DeliveryQuery, DeliveryStore
+from workers.delivery import refused_wait_ms
 
 POLICY = BreakerPolicy(
     window_ms=10_000, min_requests=4, failure_rate=0.5, cooldown_ms=5_000, disable_after_ms=60_000
@@ -359,3 +362,20 @@ async def test_enable_brings_a_disabled_subscription_back_in_one_step(
     assert await dstore.breaker_state(sub) == "closed"
     assert await dstore.enable_subscription(sub) == -1
     assert await dstore.enable_subscription("sub_missing") == 0
+
+
+async def test_a_full_concurrency_cap_puts_deliveries_off_for_longer_each_time(dstore: DeliveryStore) -> None:
+    sub = await new_sub(dstore)
+    first, second = await emitted(dstore, 2, sub)
+    capped = AttemptLimits(lease_ttl_ms=15_000, rate=1000.0, burst=1000, cap=1, concurrency_wait_ms=250)
+    assert (await dstore.begin(first, 0, 1, capped, now=T0)).state == "go"  # holds the only slot
+    ctx = SimpleNamespace(settings=Settings(_env_file=None, GATEWAY_DELIVERY_TIMEOUT=10))
+    waits = []
+    for n in range(8):
+        refused = await dstore.begin(second, 0, 1, capped, now=T0 + n)
+        assert (refused.state, refused.reason, refused.deferrals) == ("refused", "concurrency", n)
+        waits.append(refused_wait_ms(ctx, refused))  # type: ignore[arg-type]
+        assert await dstore.defer(second, 0, 1, T0 + waits[-1])
+    assert 200 <= waits[0] <= 300 and waits[1] > waits[0] * 1.3
+    assert max(waits) <= 2000 * 1.2  # never longer than 2 s (+ jitter)
+    assert min(waits[4:]) >= 2000 * 0.8

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,7 @@ __all__ = ["DELIVER_JOB", "attempt_delivery", "attempt_limits", "deliver_job", "
 LEASE_MARGIN_S = 5.0
 # A delivery refused for the subscription's concurrency cap tries again this much later.
 CONCURRENCY_WAIT_MS = 250
+CONCURRENCY_WAIT_MAX_MS = 2000
 
 
 @dataclass(slots=True)  # not frozen: built per delivery, and frozen dataclasses are slow to build
@@ -130,6 +132,17 @@ def attempt_limits(ctx: WorkerContext) -> AttemptLimits:
     )
 
 
+def refused_wait_ms(ctx: WorkerContext, begun: Begun) -> int:
+    """When to ask again after a refused admission. The rate limit and the breaker say when
+    (``wait_ms``); a full concurrency cap does not: the wait doubles with each deferral of the
+    delivery (jittered, up to 2 s), so a backlog behind a slow endpoint does not turn into a storm
+    of jobs asking every 250 ms, while one behind a fast but capped endpoint waits little."""
+    if begun.reason != "concurrency":
+        return begun.wait_ms
+    backoff = CONCURRENCY_WAIT_MS * 2 ** min(begun.deferrals, 16)
+    return int(min(backoff, CONCURRENCY_WAIT_MAX_MS, lease_ttl_ms(ctx)) * random.uniform(0.8, 1.2))
+
+
 async def attempt_delivery(
     ctx: WorkerContext,
     dlv_id: str,
@@ -175,8 +188,9 @@ async def run_begun(
         await ctx.deliveries.defer(dlv_id, begun.cycle, begun.attempts + 1, ctx.clock() + lease_ttl_ms(ctx))
         return "leased"
     if begun.state == "refused":
-        await ctx.deliveries.defer(dlv_id, begun.cycle, begun.attempts + 1, ctx.clock() + begun.wait_ms)
-        log.info("delivery_deferred", delivery_id=dlv_id, reason=begun.reason, wait_ms=begun.wait_ms)
+        wait_ms = refused_wait_ms(ctx, begun)
+        await ctx.deliveries.defer(dlv_id, begun.cycle, begun.attempts + 1, ctx.clock() + wait_ms)
+        log.info("delivery_deferred", delivery_id=dlv_id, reason=begun.reason, wait_ms=wait_ms)
         return "deferred"
     return begun.state  # not due: its status, missing, stale or expired
 

@@ -430,12 +430,12 @@ _SETTLE = _SETTLE_FN + "return settle(ARGV[1], ARGV[2], 3)\n"
 # now, default_rate, burst, cap, concurrency_wait_ms, with_event ('1': return the event's JSON).
 # Returns {'go', cycle, attempts, target, url, secrets, retry_schedule, admission, event} |
 #         {'abandon', cycle, attempts, why} | {'leased', cycle, attempts} |
-#         {'refused', cycle, attempts, reason, wait_ms} | {status, 'missing', 'stale' or 'expired'}
+#         {'refused', cycle, attempts, reason, wait_ms, deferrals} | {status, 'missing', 'stale' or 'expired'}
 _BEGIN_FN = """
 local function begin(p, o)
   local id, token, ttl, now = ARGV[o], ARGV[o + 3], tonumber(ARGV[o + 4]), tonumber(ARGV[o + 5])
   local d = redis.call('HMGET', p .. 'dlv:' .. id, 'status', 'cycle', 'attempts', 'target', 'sub',
-                      'event_id')
+                      'event_id', 'deferrals')
   if not d[1] then return {'missing'} end
   if d[1] ~= 'pending' then return {d[1]} end
   if ARGV[o + 1] ~= '' and d[2] ~= ARGV[o + 1] then return {'stale'} end
@@ -460,7 +460,7 @@ local function begin(p, o)
                     tonumber(ARGV[o + 9]))
     if a[1] == 0 then
       redis.call('DEL', lkey)
-      return {'refused', d[2], d[3], a[3], a[2]}
+      return {'refused', d[2], d[3], a[3], a[2], tonumber(d[7]) or 0}
     end
     admission = a[3]
   end
@@ -572,6 +572,7 @@ class Begun:
     wait_ms: int = 0
     token: str = ""
     event: str = ""
+    deferrals: int = 0  # how often this delivery was put off already (refused)
 
     @classmethod
     def parse(cls, raw: list[Any], token: str) -> Begun:
@@ -583,7 +584,7 @@ class Begun:
             target, url, held, schedule, admission, event = (str(v) for v in raw[3:9])
             return cls(state, cycle, attempts, target, url, held, schedule, admission, 0, token, event)
         if state == "refused":
-            return cls(state, cycle, attempts, reason=str(raw[3]), wait_ms=int(raw[4]))
+            return cls(state, cycle, attempts, reason=str(raw[3]), wait_ms=int(raw[4]), deferrals=int(raw[5]))
         return cls(state, cycle, attempts, reason=str(raw[3]) if len(raw) > 3 else "")
 
 

@@ -146,7 +146,10 @@ async def test_subscriber_outage_then_replay_of_dead_letters(
         replayed = 0
         for event_id in await _failed_event_ids(client, base, auth):
             response = await client.post(f"{base}/v1/events/{event_id}/replay", headers=auth)
-            assert response.status_code == 202
+            while response.status_code == 429:  # the API key's rate limit: as told, wait and resend
+                await asyncio.sleep(float(response.headers["retry-after"]))
+                response = await client.post(f"{base}/v1/events/{event_id}/replay", headers=auth)
+            assert response.status_code == 202, response.text
             replayed += 1
     await wait_until(lambda: rig.delivered() == count, timeout=60)
     check_nothing_lost(rig, ids, sender)
@@ -162,7 +165,14 @@ async def test_slow_subscriber_does_not_hold_up_the_others(rig: Rig, request: py
         gateway = await rig.gateway(rig.public_port)  # type: ignore[attr-defined]
         # Few slots, a long attempt timeout: without the per-subscription concurrency cap the
         # hanging endpoint would hold every slot.
-        rig.worker(WORKER_CONCURRENCY="8", GATEWAY_DELIVERY_TIMEOUT="5", GATEWAY_SUBSCRIPTION_CONCURRENCY="2")
+        # (No rate limit in the way: the default of 50/s per subscription would be the figure.)
+        rig.worker(
+            WORKER_CONCURRENCY="8",
+            GATEWAY_DELIVERY_TIMEOUT="5",
+            GATEWAY_SUBSCRIPTION_CONCURRENCY="2",
+            GATEWAY_SUBSCRIPTION_RATE="100000",
+            GATEWAY_SUBSCRIPTION_BURST="100000",
+        )
         base = f"http://127.0.0.1:{gateway.port}"
         auth = {"Authorization": f"Bearer {API_KEY}"}
         async with httpx.AsyncClient(timeout=10) as client:
