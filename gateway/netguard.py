@@ -201,7 +201,10 @@ class WebhookClient:
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 auto_decompress=False,
                 trust_env=False,
-                skip_auto_headers=("Accept-Encoding",),
+                # Receivers' cookies are never kept (nor sent to anyone), and no default headers
+                # we do not mean to send (our own User-Agent comes with each request).
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("Accept-Encoding", "Accept", "User-Agent"),
             )
         return self._session
 

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from gateway.netguard import WebhookClient
 from gateway.settings import Settings
 from gateway.store import DeliveryStore, Store, now_ms
+from gateway.store.delivery import AttemptLimits, BreakerPolicy
 
 
 @dataclass(slots=True)
@@ -25,3 +26,5 @@ class WorkerContext:
     queue_name: str
     inflight: set[str] = field(default_factory=set)
     clock: Callable[[], int] = now_ms  # epoch ms; tests may pass their own
+    limits: AttemptLimits | None = None  # built once from settings (workers.delivery)
+    breaker: BreakerPolicy | None = None

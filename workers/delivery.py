@@ -108,6 +108,12 @@ def job_timeout(settings: Settings) -> float:
 
 
 def breaker_policy(ctx: WorkerContext) -> BreakerPolicy:
+    if ctx.breaker is None:
+        ctx.breaker = _breaker_policy(ctx)
+    return ctx.breaker
+
+
+def _breaker_policy(ctx: WorkerContext) -> BreakerPolicy:
     s = ctx.settings
     return BreakerPolicy(
         window_ms=int(s.GATEWAY_BREAKER_WINDOW * 1000),
@@ -122,6 +128,12 @@ def breaker_policy(ctx: WorkerContext) -> BreakerPolicy:
 
 
 def attempt_limits(ctx: WorkerContext) -> AttemptLimits:
+    if ctx.limits is None:  # settings do not change while a worker runs: build these once
+        ctx.limits = _attempt_limits(ctx)
+    return ctx.limits
+
+
+def _attempt_limits(ctx: WorkerContext) -> AttemptLimits:
     s = ctx.settings
     return AttemptLimits(
         lease_ttl_ms=lease_ttl_ms(ctx),
