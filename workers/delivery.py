@@ -54,7 +54,7 @@ from workers.retry import Outcome, classify_status, next_delay, parse_retry_afte
 
 log = logs.get("workers.delivery")
 
-__all__ = ["DELIVER_JOB", "attempt_delivery", "attempt_limits", "deliver_job", "delivery_id", "run_begun"]
+__all__ = ["DELIVER_JOB", "attempt_limits", "deliver_job", "delivery_id", "run_begun"]
 
 LEASE_MARGIN_S = 5.0
 # A delivery refused for the subscription's concurrency cap tries again this much later.
@@ -153,19 +153,6 @@ def refused_wait_ms(ctx: WorkerContext, begun: Begun) -> int:
         return begun.wait_ms
     backoff = CONCURRENCY_WAIT_MS * 2 ** min(begun.deferrals, 16)
     return int(min(backoff, CONCURRENCY_WAIT_MAX_MS, lease_ttl_ms(ctx)) * random.uniform(0.8, 1.2))
-
-
-async def attempt_delivery(
-    ctx: WorkerContext,
-    dlv_id: str,
-    event: dict[str, Any],
-    *,
-    cycle: int | None = None,
-    attempt: int | None = None,
-) -> str:
-    """Run the next attempt of delivery ``dlv_id`` if it is still due. Returns its new status."""
-    begun = await ctx.deliveries.begin(dlv_id, cycle, attempt, attempt_limits(ctx), now=ctx.clock())
-    return await run_begun(ctx, dlv_id, event, begun)
 
 
 async def run_begun(
