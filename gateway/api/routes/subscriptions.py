@@ -190,10 +190,10 @@ async def enable_subscription(sub_id: str, state: State, _: ApiKey) -> dict[str,
     result = await state.deliveries.enable_subscription(sub_id)
     if result == 0:
         raise NotFound(f"no subscription with id {sub_id}")
-    if result == -1:
-        raise BadRequest("subscription is active already")
+    # Idempotent: enabling an active subscription changes nothing and says so.
+    message = "subscription enabled" if result == 1 else "subscription was active already"
     view = subscription_view(await _found(state, sub_id), with_secret=False)
-    return {"api_id": new_api_id(), "message": "subscription enabled", "subscription": view}
+    return {"api_id": new_api_id(), "message": message, "subscription": view}
 
 
 @router.post("/{sub_id}/replay", status_code=202)
