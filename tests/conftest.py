@@ -29,6 +29,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+LONG_TIMEOUT_S = 1800  # the full-size soak alone loads for 10 minutes
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """At full size (``--long``) the reliability tests outlast the 120 s per-test timeout of the
+    everyday run; that timeout stays as it is for everything else."""
+    if not config.getoption("--long"):
+        return
+    for item in items:
+        if "reliability" in item.nodeid.split("/"):
+            item.add_marker(pytest.mark.timeout(LONG_TIMEOUT_S))
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:
     with EmbeddedRedis() as server:
