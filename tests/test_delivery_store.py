@@ -19,8 +19,9 @@ from redis.asyncio import Redis
 
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.settings import Settings
+from gateway.store import now_ms
 from gateway.store.delivery import AttemptLimits, AttemptRecord, BreakerPolicy, DeliveryQuery, DeliveryStore
-from workers.delivery import refused_wait_ms
+from workers.delivery import refused_wait_ms, run_begun
 
 POLICY = BreakerPolicy(
     window_ms=10_000, min_requests=4, failure_rate=0.5, cooldown_ms=5_000, disable_after_ms=60_000
@@ -379,3 +380,35 @@ async def test_a_full_concurrency_cap_puts_deliveries_off_for_longer_each_time(d
     assert 200 <= waits[0] <= 300 and waits[1] > waits[0] * 1.3
     assert max(waits) <= 2000 * 1.2  # never longer than 2 s (+ jitter)
     assert min(waits[4:]) >= 2000 * 0.8
+
+
+async def test_a_pending_delivery_keeps_its_event_alive_until_its_next_attempt(
+    dstore: DeliveryStore, redis: Redis
+) -> None:
+    # Retention shorter than the wait for the next attempt (a retry in 2 h, retention 1 h): the
+    # record, its log and its event stay until that attempt plus the retention.
+    (dlv,) = await emitted(dstore)
+    event_id = (await dstore.get_delivery(dlv))["event_id"]
+    begun = await dstore.begin(dlv, 0, 1, LIMITS, now=T0)
+    retry_at = T0 + 7_200_000
+    failing = AttemptRecord("pending", 1, 500, "HTTP 500", {"attempt": 1}, retry_at)
+    await dstore.finish(dlv, begun, failing, now=T0)
+    for key in (dstore.key("dlv", dlv), dstore.key("dlvlog", dlv), dstore.key("evt", event_id)):
+        assert await redis.pttl(key) > 7_200_000 + 3_000_000, key
+    # The same when the attempt is put off (admission refused, lease busy).
+    await redis.pexpire(dstore.key("evt", event_id), 1000)
+    assert await dstore.defer(dlv, 0, 2, now_ms() + 600_000)
+    assert await redis.pttl(dstore.key("evt", event_id)) > 600_000
+
+
+async def test_an_event_lost_under_a_pending_delivery_is_a_dead_letter(
+    dstore: DeliveryStore, redis: Redis
+) -> None:
+    (dlv,) = await emitted(dstore)
+    await redis.delete(dstore.key("evt", (await dstore.get_delivery(dlv))["event_id"]))
+    begun = await dstore.begin(dlv, 0, 1, LIMITS, now=T0, with_event=True)
+    assert (begun.state, begun.cycle, begun.attempts) == ("expired", 0, 0)
+    ctx = SimpleNamespace(deliveries=dstore, clock=lambda: T0 + 1)
+    assert await run_begun(ctx, dlv, {}, begun) == "failed"  # type: ignore[arg-type]
+    record = await dstore.get_delivery(dlv)
+    assert (record["status"], record["last_error"]) == ("failed", "event expired before delivery")

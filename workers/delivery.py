@@ -191,7 +191,12 @@ async def run_begun(
         await ctx.deliveries.defer(dlv_id, begun.cycle, begun.attempts + 1, ctx.clock() + wait_ms)
         log.info("delivery_deferred", delivery_id=dlv_id, reason=begun.reason, wait_ms=wait_ms)
         return "deferred"
-    return begun.state  # not due: its status, missing, stale or expired
+    if begun.state == "expired":
+        # Its event is gone while the delivery was still pending (cannot happen while retries keep
+        # it alive; a safety net): a dead letter that says why, never a silent loss.
+        expired = Begun("abandon", begun.cycle, begun.attempts, reason="event expired before delivery")
+        return await _abandon(ctx, dlv_id, expired)
+    return begun.state  # not due: its status, missing or stale
 
 
 # --- send ---------------------------------------------------------------------------------------

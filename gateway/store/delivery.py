@@ -83,6 +83,15 @@ local function schedule(queue, job_id, payload, score)
   redis.call('ZADD', queue, score, job_id)
   return 1
 end
+-- A delivery waiting for its next attempt keeps its record, log and event at least until then plus
+-- the retention (never shortened): a pending delivery must not outlive its event.
+local function keep(p, id, event_id, ret, now, next_at)
+  local ttl = math.max(0, next_at - now) + ret * 1000
+  for _, k in ipairs({p .. 'dlv:' .. id, p .. 'dlvlog:' .. id, p .. 'evt:' .. (event_id or '')}) do
+    local left = redis.call('PTTL', k)
+    if left >= 0 and left < ttl then redis.call('PEXPIRE', k, ttl) end
+  end
+end
 """.replace("JOB_TTL_MS", str(ARQ_JOB_TTL_MS))
 
 # Store an event and its delivery records once. Returns {created, states}.
@@ -143,7 +152,7 @@ _RECORD_FN = """
 local function record(p, ret, queue, o)
   local id, now = ARGV[o], tonumber(ARGV[o + 6])
   local dkey = p .. 'dlv:' .. id
-  local cur = redis.call('HMGET', dkey, 'status', 'cycle', 'created_at')
+  local cur = redis.call('HMGET', dkey, 'status', 'cycle', 'created_at', 'event_id')
   if not cur[1] then return 'missing' end
   if cur[1] ~= 'pending' or (ARGV[o + 1] ~= '' and cur[2] ~= ARGV[o + 1]) then return cur[1] end
   local status = ARGV[o + 2]
@@ -164,6 +173,7 @@ local function record(p, ret, queue, o)
     trim(p .. 'deliveries:status:' .. status, now - ret * 1000)
   end
   if ARGV[o + 9] ~= '' then schedule(queue, ARGV[o + 9], ARGV[o + 10], tonumber(ARGV[o + 7])) end
+  if status == 'pending' and ARGV[o + 7] ~= '' then keep(p, id, cur[4], ret, now, tonumber(ARGV[o + 7])) end
   return status
 end
 """.replace("LOG_MAX", str(LOG_MAX))
@@ -172,18 +182,20 @@ end
 _RECORD = _TRIM + _RECORD_FN + "return record(ARGV[1], tonumber(ARGV[2]), ARGV[3], 4)\n"
 
 # Put the current attempt off (admission refused or lease busy): a new job for the same
-# (cycle, attempt), with a fresh id. ARGV: prefix, id, cycle, attempt, run_at, queue, payload
+# (cycle, attempt), with a fresh id. ARGV: prefix, id, cycle, attempt, run_at, queue, payload,
+# retention_s, now_ms
 _DEFER = (
     _TRIM
     + """
 local p, id = ARGV[1], ARGV[2]
 local dkey = p .. 'dlv:' .. id
-local cur = redis.call('HMGET', dkey, 'status', 'cycle', 'attempts')
+local cur = redis.call('HMGET', dkey, 'status', 'cycle', 'attempts', 'event_id')
 if cur[1] ~= 'pending' or cur[2] ~= ARGV[3] or tonumber(cur[3]) + 1 ~= tonumber(ARGV[4]) then
   return 0
 end
 local n = redis.call('HINCRBY', dkey, 'deferrals', 1)
 redis.call('HSET', dkey, 'next_attempt_at', ARGV[5])
+keep(p, id, cur[4], tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[5]))
 return schedule(ARGV[6], id .. ':c' .. ARGV[3] .. ':a' .. ARGV[4] .. ':d' .. n, ARGV[7], tonumber(ARGV[5]))
 """
 )
@@ -430,7 +442,8 @@ _SETTLE = _SETTLE_FN + "return settle(ARGV[1], ARGV[2], 3)\n"
 # now, default_rate, burst, cap, concurrency_wait_ms, with_event ('1': return the event's JSON).
 # Returns {'go', cycle, attempts, target, url, secrets, retry_schedule, admission, event} |
 #         {'abandon', cycle, attempts, why} | {'leased', cycle, attempts} |
-#         {'refused', cycle, attempts, reason, wait_ms, deferrals} | {status, 'missing', 'stale' or 'expired'}
+#         {'refused', cycle, attempts, reason, wait_ms, deferrals} | {'expired', cycle, attempts} |
+#         {status, 'missing' or 'stale'}
 _BEGIN_FN = """
 local function begin(p, o)
   local id, token, ttl, now = ARGV[o], ARGV[o + 3], tonumber(ARGV[o + 4]), tonumber(ARGV[o + 5])
@@ -443,7 +456,7 @@ local function begin(p, o)
   local event = ''
   if ARGV[o + 10] == '1' then
     event = redis.call('GET', p .. 'evt:' .. d[6])
-    if not event then return {'expired'} end
+    if not event then return {'expired', d[2], d[3]} end
   end
   local sub, s = d[5] or '', {}
   if sub ~= '' then
@@ -897,7 +910,17 @@ class DeliveryStore:
     async def defer(self, dlv_id: str, cycle: int, attempt: int, run_at: int) -> bool:
         """Put attempt ``attempt`` off until ``run_at`` (ms) without counting it."""
         payload = deliver_payload(dlv_id, cycle, attempt)
-        args: list[str | int | bytes] = [self.prefix, dlv_id, cycle, attempt, run_at, self.queue, payload]
+        args: list[str | int | bytes] = [
+            self.prefix,
+            dlv_id,
+            cycle,
+            attempt,
+            run_at,
+            self.queue,
+            payload,
+            self.retention,
+            now_ms(),
+        ]
         return bool(await self._defer(keys=[], args=args))
 
     async def rearm(self, dlv_id: str, *, now: int | None = None) -> int:
