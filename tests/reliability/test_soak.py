@@ -154,7 +154,7 @@ async def test_load_held_with_a_flaky_subscriber(
     for name, start in rss_start.items():
         assert rss_end[name] < start * 1.3 + 10_000, (name, start, rss_end[name])
     # Every per-request, per-callback and per-event record has expired; what is left is bounded
-    # bookkeeping (lazily trimmed indexes, arq's job results kept for a minute, subscriptions).
+    # bookkeeping (lazily trimmed indexes, subscriptions; the worker keeps no arq job results).
     for kind in ("req", "evt", "dlv", "dlvlog", "dedup", "nonce", "link", "reqevents", "state", "park"):
         assert kind not in leftovers, (kind, leftovers)
     # A finished request's entry in its timeout's due queue stays until its deadline (the sweep
