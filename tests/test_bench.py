@@ -45,10 +45,18 @@ def test_quick_bench_runs_every_phase(tmp_path: Path) -> None:
     assert results["ingest_vs_evalsha"] > 0
     assert results["e2e"]["webhooks_received"] == results["e2e"]["callbacks"]
     assert results["e2e"]["jobs_started"] == results["e2e"]["callbacks"]
-    assert results["delivery"]["delivered"] == results["delivery"]["callbacks"]
+    delivery = results["delivery"]
+    assert delivery["delivered"] == delivery["callbacks"]
+    for key in ("bare_client_per_s", "ratio_to_bare_client", "worker_cpu_us_per_delivery"):
+        assert isinstance(delivery[key], int | float), key
+        assert delivery[key] > 0, key
+    assert delivery["bare_client"]["failed"] == 0
+    assert delivery["bare_client"]["body_bytes"] == delivery["body_bytes"]  # the worker's webhooks
     assert results["memory"]["bytes_per_request"] > 0
     assert results["sweep"]["taken"] == data["options"]["sweep_due"]
     assert "| ingest, V3-signed" in stdout
+    assert "| baseline: bare aiohttp POST to the subscriber, c=" in stdout
+    assert "| worker CPU per delivery" in stdout
     assert "machine: cores=" in stdout
 
 

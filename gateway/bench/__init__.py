@@ -11,10 +11,11 @@ figures that matter are ratios that survive a noisy machine.
 | ``corpus``    | V3-signed callback requests, written once to a file both generators read |
 | ``load``      | the load generators: wrk when on PATH, else a multi-process asyncio one |
 | ``pyload``    | the Python generator itself (raw HTTP/1.1 keep-alive, closed or open loop) |
-| ``procs``     | starting and stopping the processes under test                        |
+| ``procs``     | starting and stopping the processes under test, and their CPU time    |
 | ``apps``      | the baseline apps, the webhook subscriber and the queue-target job sink |
 | ``ingest``    | phases 1 and 2: ingest and the baselines                               |
 | ``e2e``       | phases 3 and 4: callback -> webhook / job latency, delivery throughput  |
+| ``bareclient``| phase 4's baseline: the worker's webhooks POSTed by bare aiohttp      |
 | ``memory``    | phase 5: Redis bytes per pending request and the timeout sweep         |
 | ``report``    | machine facts, percentiles, the table and the JSON                     |
 | ``runner``    | the order of the phases                                                |

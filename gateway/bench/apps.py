@@ -77,12 +77,13 @@ def evalsha_app() -> FastAPI:
 
 
 class Subscriber:
-    """A fast webhook endpoint: 200 to every POST; ``GET /_stats`` says what arrived when
-    (``GET /_stats?count``: only how many)."""
+    """A fast webhook endpoint: 200 to every POST; ``GET /_stats`` says what arrived when and the
+    body bytes in all (``GET /_stats?count``: only how many); ``DELETE /_stats`` starts over."""
 
     def __init__(self) -> None:
         self.times: dict[str, float] = {}
         self.count = 0
+        self.bytes = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,16 +99,18 @@ class Subscriber:
             stats: dict[str, Any] = {"count": self.count}
             if scope.get("query_string") != b"count":
                 stats["times"] = self.times
+                stats["bytes"] = self.bytes
             payload = json.dumps(stats).encode()
             await self._answer(send, 200, payload)
             return
         if scope["method"] == "DELETE":
             self.times.clear()
-            self.count = 0
+            self.count = self.bytes = 0
             await self._answer(send, 204, b"")
             return
         now = time.time()
         self.count += 1
+        self.bytes += len(body)
         with suppress(ValueError):
             self.times.setdefault(str(json.loads(body).get("api_id")), now)
         await self._answer(send, 200, b"")

@@ -6,7 +6,10 @@ second. Callbacks are then sent at a fixed rate through the real receiver; each 
 from the moment its request was scheduled to be written to the socket (wall clock) to when the
 subscriber got the webhook / the job started.
 For throughput, callbacks go straight into the inbox in one burst and the figure is how fast one
-worker process turns them into webhooks the subscriber received (correlate + emit + POST).
+worker process turns them into webhooks the subscriber received (correlate + emit + POST), with
+its CPU time per delivery. Its baseline, measured right after on the same machine against the same
+subscriber, is a bare aiohttp client POSTing the same webhooks (``bareclient``): the worker's
+figure is reported as a fraction of it, which survives a slower or busier host.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from gateway.bench import corpus, load
+from gateway.bench import bareclient, corpus, load, procs
 from gateway.bench.apps import ENQUEUED_HASH, JOBS_HASH
 from gateway.bench.bulk import inbox_entry, new_request, push_inbox, save_requests, settings_for
 from gateway.bench.context import Run
@@ -26,6 +29,7 @@ from gateway.bench.report import fmt, latency_cells, summarize
 
 SINK_FUNCTION = "bench_job"
 SETTLE_S = 30.0
+DRAIN_S = 10.0
 
 
 def _targets(run: Run, with_queue: bool) -> list[dict[str, Any]]:
@@ -36,10 +40,11 @@ def _targets(run: Run, with_queue: bool) -> list[dict[str, Any]]:
     return targets
 
 
-async def _stats(run: Run) -> tuple[int, dict[str, float]]:
+async def _stats(run: Run) -> tuple[int, dict[str, float], int]:
+    """What the subscriber received: how many, when each event first arrived, the body bytes."""
     async with httpx.AsyncClient(timeout=30) as client:
         data = (await client.get(run.env["BENCH_SUBSCRIBER_URL"] + "/_stats")).json()
-    return int(data["count"]), {k: float(v) for k, v in data["times"].items()}
+    return int(data["count"]), {k: float(v) for k, v in data["times"].items()}, int(data["bytes"])
 
 
 async def _count(run: Run) -> int:
@@ -96,7 +101,7 @@ async def _e2e_run(run: Run, redis: Redis, kind: str) -> dict[str, Any]:
         raw = await redis.hgetall(ENQUEUED_HASH)  # type: ignore[misc]
         enqueued = {k: float(v) for k, v in raw.items()}
     else:
-        _, arrived = await _stats(run)
+        _, arrived, _ = await _stats(run)
     return {
         "callbacks": len(ids),
         "arrived": len(arrived),
@@ -139,7 +144,20 @@ async def _e2e(run: Run, redis: Redis) -> None:
     )
 
 
-async def _delivery(run: Run, redis: Redis) -> None:
+async def _drained(redis: Redis, inbox: str) -> None:
+    """Until the worker has acknowledged (and so deleted) every inbox entry: its last records
+    written, not only its last webhooks received."""
+    deadline = time.monotonic() + DRAIN_S
+    while time.monotonic() < deadline:
+        if not await redis.xlen(inbox):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _worker_run(run: Run, redis: Redis) -> tuple[dict[str, Any], float | None]:
+    """A burst of callbacks pushed straight into the inbox: how fast the worker turned them into
+    webhooks the subscriber received, and the CPU seconds its processes used from the push until the
+    inbox was drained (None when the worker is not the bench's own)."""
     o = run.opts
     assert run.redis_url is not None
     ids = corpus.fresh_ids(o.deliveries)
@@ -147,16 +165,23 @@ async def _delivery(run: Run, redis: Redis) -> None:
     await save_requests(redis, settings_for(run.redis_url, run.prefix), reqs)
     entries = [inbox_entry(corpus.payload(a)) for a in ids]
     await _reset_subscriber(run)
+    pids = run.children.pids("worker")
+    cpu_before = procs.cpu_seconds(pids)
     began = time.time()
     await push_inbox(redis, run.prefix + "inbox", entries)
     pushed = time.time() - began
     await _wait_for(run, redis, len(ids), jobs=False)
-    _count, times = await _stats(run)
+    count, times, body_bytes = await _stats(run)
+    cpu = None
+    if cpu_before is not None:
+        await _drained(redis, run.prefix + "inbox")
+        cpu_after = procs.cpu_seconds(pids)
+        cpu = None if cpu_after is None else cpu_after - cpu_before
     last = max(times.values(), default=began)
     elapsed = max(last - began, 1e-9)
-    workers = int(run.env.get("BENCH_WORKER_PROCS", "1"))
+    workers = len(pids) or int(run.env.get("BENCH_WORKER_PROCS", "1"))
     rate = len(times) / elapsed
-    run.results["delivery"] = {
+    return {
         "callbacks": len(ids),
         "delivered": len(times),
         "elapsed_s": round(elapsed, 3),
@@ -164,14 +189,77 @@ async def _delivery(run: Run, redis: Redis) -> None:
         "worker_processes": workers,
         "deliveries_per_s": round(rate, 1),
         "per_worker_process": round(rate / workers, 1),
-    }
+        "body_bytes": round(body_bytes / max(count, 1), 1),
+    }, cpu
+
+
+async def _bare_client(run: Run, count: int) -> dict[str, Any]:
+    """The delivery baseline (``gateway.bench.bareclient``) against the same subscriber, its
+    counters reset before and after so that neither run counts the other's requests."""
+    url = run.env["BENCH_SUBSCRIBER_URL"] + "/hook"
+    limit = bareclient.concurrency(run.env)
+    await _reset_subscriber(run)
+    try:
+        result = await asyncio.to_thread(
+            bareclient.run, run.children, url, count, limit, run.opts.metadata_bytes
+        )
+        received, _, body_bytes = await _stats(run)
+    finally:
+        await _reset_subscriber(run)
+    result["body_bytes"] = round(body_bytes / max(received, 1), 1)
+    return result
+
+
+async def _delivery(run: Run, redis: Redis) -> None:
+    res, cpu = await _worker_run(run, redis)
+    bare = await _bare_client(run, res["callbacks"])
+    res["bare_client"] = bare
+    res["bare_client_per_s"] = bare["per_s"]
+    res["ratio_to_bare_client"] = (
+        round(res["per_worker_process"] / bare["per_s"], 3) if bare["per_s"] else 0.0
+    )
+    if cpu is not None and res["delivered"]:
+        res["worker_cpu_us_per_delivery"] = round(cpu * 1e6 / res["delivered"], 1)
+    run.results["delivery"] = res
+    _delivery_rows(run, res)
+
+
+def _delivery_rows(run: Run, res: dict[str, Any]) -> None:
+    bare = res["bare_client"]
     run.rows.append(
         (
-            f"webhook deliveries/s per worker process ({workers} running)",
-            fmt(rate / workers, "/s"),
-            f"{len(times):,} of {len(ids):,} in {elapsed:.2f}s, incl. correlate + emit",
+            f"webhook deliveries/s per worker process ({res['worker_processes']} running)",
+            fmt(res["per_worker_process"], "/s"),
+            f"{res['delivered']:,} of {res['callbacks']:,} in {res['elapsed_s']:.2f}s, incl. correlate"
+            f" + emit = {res['ratio_to_bare_client']:.2f} of a bare aiohttp client's {bare['per_s']:,.0f}/s",
         )
     )
+    run.rows.append(
+        (
+            f"baseline: bare aiohttp POST to the subscriber, c={bare['concurrency']}",
+            fmt(bare["per_s"], "/s"),
+            f"{bare['ok']:,} of {res['callbacks']:,} in {bare['elapsed_s']:.2f}s, 1 process, uvloop,"
+            f" no Redis; CPU {bare['cpu_us_per_request']:,.0f} µs/request",
+        )
+    )
+    if "worker_cpu_us_per_delivery" in res:
+        procs_n = res["worker_processes"]
+        run.rows.append(
+            (
+                "worker CPU per delivery",
+                f"{res['worker_cpu_us_per_delivery']:,.0f} µs",
+                f"utime + stime of {procs_n} worker process(es), from the push until the inbox drained",
+            )
+        )
+    else:
+        run.notes.append("worker CPU per delivery left out: the worker is not one this bench started")
+    if bare["failed"]:
+        run.notes.append(f"bare client: {bare['failed']:,} requests failed")
+    if bare["body_bytes"] != res["body_bytes"]:
+        run.notes.append(
+            f"webhook bodies differ: worker {res['body_bytes']} B,"
+            f" bare client {bare['body_bytes']} B on average"
+        )
 
 
 async def run_phases(run: Run, e2e: bool, delivery: bool) -> None:

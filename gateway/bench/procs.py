@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import signal
 import subprocess
 import sys
@@ -64,11 +65,34 @@ class Children:
     ) -> None:
         self.stop_all()
 
+    def pids(self, name: str) -> list[int]:
+        """The running children called ``name``."""
+        return [p.pid for n, p in self.procs if n == name and p.poll() is None]
+
     def log_tail(self, name: str, lines: int = 20) -> str:
         path = self.workdir / f"{name}.log"
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU time the processes ``pids`` have used so far (Linux ``/proc``), or None
+    when there is none to read (no pids, no ``/proc``, a process gone)."""
+    if not pids or not Path("/proc/self/stat").exists():
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            return None
+        # Fields after the command name (which may hold spaces and parentheses): state is field 3,
+        # utime and stime fields 14 and 15 (proc(5)).
+        fields = stat.rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 def uvicorn_args(factory: str, port: int, workers: int) -> list[str]:
