@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import hiredis
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.redis_batch import BatchingRedis
@@ -100,3 +105,82 @@ async def test_no_caller_is_left_waiting_when_the_batch_step_itself_fails(redis:
     calls = asyncio.gather(*(incr(keys=["k"], args=[1]) for _ in range(3)), return_exceptions=True)
     results = await asyncio.wait_for(calls, timeout=5)
     assert all(isinstance(r, ValueError) for r in results)
+
+
+ECHO = "return ARGV"
+# Keeps Redis busy for ARGV[1] ms, then answers ARGV[2].
+BUSY = """
+local function now() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end
+local stop = now() + ARGV[1] * 1000
+repeat until now() >= stop
+return ARGV[2]
+"""
+
+argument = st.one_of(
+    st.text(max_size=40),
+    st.binary(max_size=40),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False),
+)
+
+
+@given(args=st.lists(argument, max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_the_batch_packs_exactly_what_redis_py_packs(args: list[Any]) -> None:
+    """The oracle is redis-py's own packer: same bytes on the wire for every argument type the
+    stores send (str, bytes, int of any size, float)."""
+    expected = b"".join(Connection().pack_command("EVALSHA", "f" * 40, 0, *args))
+    assert hiredis.pack_command(("EVALSHA", "f" * 40, 0, *args)) == expected
+
+
+async def test_an_argument_that_cannot_be_sent_fails_only_its_own_call(redis: Redis) -> None:
+    client = Counting(redis)
+    echo = client.register_script(ECHO)
+    results = await asyncio.gather(
+        echo(args=["a", 1]),
+        echo(args=[None]),
+        echo(args=[True]),
+        echo(args=[2.5, b"b"]),
+        return_exceptions=True,
+    )
+    assert results[0] == ["a", "1"] and results[3] == ["2.5", "b"]
+    assert isinstance(results[1], DataError) and isinstance(results[2], DataError)
+    assert client.batches == [4]  # one batch: the two good calls went out together
+
+
+async def test_a_batch_cut_off_mid_read_leaves_no_reply_for_the_next_one(redis_server: EmbeddedRedis) -> None:
+    """A batch that times out with replies still to come must not hand those replies to whoever
+    uses the connection next: its connection is dropped, the next batch gets its own answers."""
+    base = Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=0.2, max_connections=1)
+    client = BatchingRedis(base)
+    busy, echo = client.register_script(BUSY), client.register_script(ECHO)
+    try:
+        await busy(args=[0, "warm"])  # loaded
+        results = await asyncio.gather(
+            busy(args=[500, "late"]), busy(args=[0, "later"]), return_exceptions=True
+        )
+        assert all(isinstance(r, RedisTimeoutError) for r in results)
+        await asyncio.sleep(0.5)  # Redis has run both by now: their replies were written
+        for n in range(5):  # the same single connection slot, used again
+            assert await echo(args=[n]) == [str(n)]
+    finally:
+        await base.aclose()
+
+
+async def test_a_cancelled_batch_leaves_no_reply_for_the_next_one(redis_server: EmbeddedRedis) -> None:
+    base = Redis.from_url(redis_server.url, decode_responses=True, max_connections=1)
+    client = BatchingRedis(base)
+    busy, echo = client.register_script(BUSY), client.register_script(ECHO)
+    try:
+        await busy(args=[0, "warm"])
+        call = busy(args=[300, "late"])
+        await asyncio.sleep(0.05)  # written, its reply not read yet
+        for task in list(client._tasks):
+            task.cancel()
+        with pytest.raises(RedisError):
+            await call
+        await asyncio.sleep(0.3)  # Redis has answered it by now
+        for n in range(5):
+            assert await echo(args=[n]) == [str(n)]
+    finally:
+        await base.aclose()
