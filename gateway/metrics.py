@@ -19,6 +19,7 @@ shared files and /metrics aggregates all processes; without it a scrape sees one
 
 from __future__ import annotations
 
+import functools
 import os
 from datetime import datetime
 
@@ -49,6 +50,13 @@ DELIVERY_LATENCY = Histogram(
     "Callback received -> first successful delivery of its event",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 86400),
 )
+
+
+@functools.cache
+def child(metric: Counter, label: str) -> Counter:
+    """``metric.labels(label)``, looked up once per label (labels() costs a lock and a tuple
+    each call, on every delivery; the label values are a small closed set)."""
+    return metric.labels(label)
 
 
 def _ms_since_iso(created_at: str, now_s: float) -> float:

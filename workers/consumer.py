@@ -58,7 +58,7 @@ async def handle_entry(
         )
     finally:
         subscriptions = await matching  # queued already: never left unawaited
-    metrics.CALLBACKS.labels(corr.outcome).inc()
+    metrics.child(metrics.CALLBACKS, corr.outcome).inc()
     log.info("correlated", cb=cb_id, ckey=c.ckey, outcome=corr.outcome, api_id=corr.api_id or None)
     if corr.outcome == "parked":
         return False

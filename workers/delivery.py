@@ -372,7 +372,7 @@ async def _finish(
     if state == "disabled" and job.sub is not None:
         reason = _disable_reason(result)
         log.warning("subscription_disabled", subscription=job.sub["id"], reason=reason)
-    metrics.DELIVERY_ATTEMPTS.labels(result.outcome.value).inc()
+    metrics.child(metrics.DELIVERY_ATTEMPTS, result.outcome.value).inc()
     if result.outcome is Outcome.SUCCESS and job.cycle == 0:
         metrics.observe_first_success(job.event.get("created_at"), time.time())
     log.info(
