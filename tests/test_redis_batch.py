@@ -16,7 +16,7 @@ from redis.exceptions import DataError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.embedded_redis import EmbeddedRedis
-from gateway.redis_batch import BatchingRedis
+from gateway.redis_batch import BatchedScript, BatchingRedis, read_only_call
 
 INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 FAIL_ON_NEGATIVE = "if tonumber(ARGV[1]) < 0 then return redis.error_reply('negative') end return ARGV[1]"
@@ -184,3 +184,58 @@ async def test_a_cancelled_batch_leaves_no_reply_for_the_next_one(redis_server: 
             assert await echo(args=[n]) == [str(n)]
     finally:
         await base.aclose()
+
+
+READ = "return redis.call('GET', KEYS[1])"
+
+
+async def evalsha_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_identical_read_only_calls_in_one_batch_share_one_reply(redis: Redis) -> None:
+    client = BatchingRedis(redis)
+    read = client.register_script(READ)
+    assert isinstance(read, BatchedScript)
+    await redis.set("k", "v1")
+    await read(keys=["k"])  # loaded
+    await redis.config_resetstat()
+    answers = await asyncio.gather(*(read_only_call(read, ["k"], []) for _ in range(50)), read.shared(["j"]))
+    assert answers == ["v1"] * 50 + [None]
+    assert await evalsha_calls(redis) == 2  # one per distinct call
+
+
+async def test_a_read_only_call_made_after_its_batch_went_out_is_sent_again(redis: Redis) -> None:
+    client = BatchingRedis(redis)
+    read = client.register_script(READ)
+    assert isinstance(read, BatchedScript)
+    await redis.set("k", "v1")
+    await read(keys=["k"])
+    await redis.config_resetstat()
+    first = read.shared(["k"])
+    for _ in range(100):  # until that batch has been handed to its sender
+        if not client._shared:
+            break
+        await asyncio.sleep(0)
+    assert not first.done()  # sent, not answered yet
+    second = read.shared(["k"])  # identical, but later than what was sent
+    assert await asyncio.gather(first, second) == ["v1", "v1"]
+    assert await evalsha_calls(redis) == 2
+
+
+async def test_a_cancelled_sharer_does_not_cancel_the_reply_of_the_others(redis: Redis) -> None:
+    client = BatchingRedis(redis)
+    read = client.register_script(READ)
+    assert isinstance(read, BatchedScript)
+    await redis.set("k", "v1")
+
+    async def reader() -> Any:
+        return await read.shared(["k"])
+
+    tasks = [asyncio.create_task(reader()) for _ in range(3)]
+    await asyncio.sleep(0)  # all three queued
+    tasks[0].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert results[1:] == ["v1", "v1"]

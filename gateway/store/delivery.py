@@ -65,6 +65,7 @@ from typing import Any
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
+from gateway.redis_batch import read_only_call
 from gateway.signing import new_webhook_secret
 from gateway.store.core import now_ms
 
@@ -1065,7 +1066,8 @@ class DeliveryStore:
         """``matching_subscriptions``, its script called now: over a batching client it joins the
         batch being filled (alongside the caller's next script) without a task of its own."""
         include_star = "0" if event_type.startswith("subscription.") else "1"
-        return _pairs(self._sub_match(keys=[], args=[self.prefix, event_type, include_star]))
+        # Read-only: the callbacks of one batch with the same event type share one reply.
+        return _pairs(read_only_call(self._sub_match, [], [self.prefix, event_type, include_star]))
 
     # --- limits, breaker, auto-disable --------------------------------------------------------
 
