@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from collections.abc import Callable
 from typing import Annotated
@@ -25,13 +26,33 @@ def load_settings() -> Settings:
         raise typer.Exit(2) from None
 
 
+# Collect young objects every 20,000 net allocations instead of 700, older ones as rarely.
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """For a long-running server process, once its modules are loaded.
+
+    Python's cyclic collector, at its defaults, cost the worker 1.5 s of CPU per 10,000 deliveries
+    (a sixth of it; half of that in full collections walking every module, class and function
+    loaded) and the API 3 % of its CPU under load; almost nothing it found was garbage, since the
+    hot paths make few reference cycles. ``gc.freeze()`` moves everything alive now (the imports)
+    out of the collector's sight for good, and higher thresholds make collections rarer: 0.07 s
+    per 10,000 deliveries (docs/performance.md). Cyclic garbage is still collected, in larger
+    and rarer batches (the soak test's RSS stays flat)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def app_from_env() -> object:
     """uvicorn factory: each server process builds its app from the environment."""
     from gateway.app import create_app
 
     settings = load_settings()
     logs.configure(settings.LOG_FORMAT, settings.LOG_LEVEL)
-    return create_app(settings)
+    app = create_app(settings)
+    tune_gc()
+    return app
 
 
 @cli.command()
@@ -88,6 +109,7 @@ def worker() -> None:
 
     settings = load_settings()
     logs.configure(settings.LOG_FORMAT, settings.LOG_LEVEL)
+    tune_gc()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(run_worker(settings))
 

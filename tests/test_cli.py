@@ -122,3 +122,29 @@ def test_invalid_configuration_is_reported_without_a_traceback(tmp_path: Path) -
     assert "GATEWAY_RETRY_SCHEDULE" in result.stderr
     assert "Traceback" not in result.stderr
     assert "secret-value-xyz" not in result.stderr
+
+
+def test_server_processes_keep_their_imports_out_of_the_collector() -> None:
+    """The worker and each API process call ``tune_gc`` once loaded (in a child here, to leave
+    this process's collector alone): what is alive then is frozen, collections are rarer, and
+    cyclic garbage made afterwards is still collected."""
+    probe = (
+        "import gc, weakref\n"
+        "from gateway.cli import GC_THRESHOLDS, app_from_env\n"
+        "app_from_env()\n"
+        "frozen = gc.get_freeze_count()\n"
+        "class Node: pass\n"
+        "a, b = Node(), Node()\n"
+        "a.other, b.other = b, a\n"
+        "gone = weakref.ref(a)\n"
+        "del a, b\n"
+        "gc.collect()\n"
+        "print(frozen > 10_000, gc.get_threshold() == GC_THRESHOLDS, gone() is None)\n"
+    )
+    env = {**os.environ, "PLIVO_AUTH_ID": "MAXXXXXXXXXXXXXXXXXX", "PLIVO_AUTH_TOKEN": "t" * 32}
+    env["REDIS_URL"] = "redis://127.0.0.1:1/0"  # never connected to: building the app does not
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True"]
