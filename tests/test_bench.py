@@ -47,7 +47,13 @@ def test_quick_bench_runs_every_phase(tmp_path: Path) -> None:
     assert results["e2e"]["jobs_started"] == results["e2e"]["callbacks"]
     delivery = results["delivery"]
     assert delivery["delivered"] == delivery["callbacks"]
-    for key in ("bare_client_per_s", "ratio_to_bare_client", "worker_cpu_us_per_delivery"):
+    for key in (
+        "bare_client_per_s",
+        "ratio_to_bare_client",
+        "worker_cpu_us_per_delivery",
+        "cpu_bound_per_worker_process",
+        "cpu_ratio_to_bare_client",
+    ):
         assert isinstance(delivery[key], int | float), key
         assert delivery[key] > 0, key
     assert delivery["bare_client"]["failed"] == 0
