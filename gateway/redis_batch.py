@@ -146,7 +146,8 @@ class BatchingRedis(Redis):
         pool = self.connection_pool
         conn = await pool.get_connection()
         try:
-            await conn.send_packed_command(packed)
+            # One buffer, one write: uvloop writes each item of a list with a syscall of its own.
+            await conn.send_packed_command(b"".join(packed))
             for i in sent:
                 try:
                     replies[i] = await conn.read_response()
