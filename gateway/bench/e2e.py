@@ -211,9 +211,32 @@ async def _bare_client(run: Run, count: int) -> dict[str, Any]:
     return result
 
 
+def _merge_bare(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Bare-client runs taken together: their requests over their time, their CPU over their
+    requests."""
+    ok, failed = sum(r["ok"] for r in runs), sum(r["failed"] for r in runs)
+    elapsed = sum(r["elapsed_s"] for r in runs)
+    cpu_us = sum(r["cpu_us_per_request"] * r["requests"] for r in runs)
+    return {
+        "requests": ok + failed,
+        "ok": ok,
+        "failed": failed,
+        "elapsed_s": round(elapsed, 3),
+        "per_s": round(ok / elapsed, 1) if elapsed > 0 else 0.0,
+        "concurrency": runs[0]["concurrency"],
+        "cpu_us_per_request": round(cpu_us / max(ok + failed, 1), 1),
+        "body_bytes": runs[0]["body_bytes"],
+        "runs_per_s": [r["per_s"] for r in runs],
+    }
+
+
 async def _delivery(run: Run, redis: Redis) -> None:
+    # The baseline runs just before and just after the worker, half the count each: a change in
+    # the host's load during the phase weighs on both figures alike.
+    half = max(1, run.opts.deliveries // 2)
+    before = await _bare_client(run, half)
     res, cpu = await _worker_run(run, redis)
-    bare = await _bare_client(run, res["callbacks"])
+    bare = _merge_bare([before, await _bare_client(run, half)])
     res["bare_client"] = bare
     res["bare_client_per_s"] = bare["per_s"]
     res["ratio_to_bare_client"] = (
@@ -245,8 +268,9 @@ def _delivery_rows(run: Run, res: dict[str, Any]) -> None:
         (
             f"baseline: bare aiohttp POST to the subscriber, c={bare['concurrency']}",
             fmt(bare["per_s"], "/s"),
-            f"{bare['ok']:,} of {res['callbacks']:,} in {bare['elapsed_s']:.2f}s, 1 process, uvloop,"
-            f" no Redis; CPU {bare['cpu_us_per_request']:,.0f} µs/request",
+            f"{bare['ok']:,} of {bare['requests']:,} in {bare['elapsed_s']:.2f}s (half before, half after"
+            f" the worker: {' and '.join(f'{r:,.0f}/s' for r in bare['runs_per_s'])}), 1 process,"
+            f" uvloop, no Redis; CPU {bare['cpu_us_per_request']:,.0f} µs/request",
         )
     )
     if "worker_cpu_us_per_delivery" in res:
