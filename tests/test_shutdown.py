@@ -63,6 +63,13 @@ async def test_sigterm_to_a_worker_mid_stream_loses_nothing(
         victim = procs.worker()
         procs.env["WORKER_SHUTDOWN_GRACE"] = "10"
         procs.worker()
+
+        def both_started() -> bool:
+            # Else, on a loaded host, the SIGTERM can reach a victim still importing (no handler
+            # yet: killed, -15) while the other worker does all the work.
+            return all('"worker_started"' in log.read_text() for log in procs.logs[1:3])
+
+        await wait_until(both_started, timeout=30)
         async with httpx.AsyncClient(timeout=20) as client:
             (await client.post(sandbox.url + "/_sandbox/config", json={"delay": 3600})).raise_for_status()
             api_ids = await _submit_and_call_back(client, api, hooks.url)

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import signal
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from arq.connections import RedisSettings
@@ -22,7 +23,7 @@ from workers.consumer import consumer_name, run_consumer
 from workers.context import WorkerContext
 from workers.delivery import DELIVER_JOB, deliver_job, job_timeout
 from workers.fanout import operator_event_job
-from workers.heartbeat import run_heartbeat
+from workers.heartbeat import heartbeat
 from workers.sweeps import run_sweeps
 
 log = logs.get("workers.main")
@@ -54,44 +55,61 @@ class ResilientWorker(Worker):
             await asyncio.sleep(0.5)
 
 
-def build_worker(settings: Settings) -> Worker:
+def build_worker(
+    settings: Settings,
+    *,
+    started: asyncio.Event | None = None,
+    during_startup: Callable[[], Awaitable[None]] | None = None,
+) -> Worker:
+    """The arq worker. Its startup hook sets ``started`` once the consumer and sweeps run;
+    ``during_startup`` is awaited inside that hook (see ``run_worker``)."""
+
     async def startup(ctx: dict[str, Any]) -> None:
-        redis = make_redis(settings)
-        # The stores' scripts, called by many entries at once, share pipelines (gateway.redis_batch).
-        batched = BatchingRedis(redis)
-        store = make_store(settings, batched)
-        configured = settings.GATEWAY_WEBHOOK_SECRET
-        secret = await store.webhook_secret(configured.get_secret_value() if configured else None)
-        policy = netguard.Policy.build(
-            allow_private=settings.GATEWAY_ALLOW_PRIVATE_WEBHOOKS,
-            allow_cidrs=settings.GATEWAY_WEBHOOK_ALLOW_CIDRS,
-        )
-        http = netguard.webhook_client(
-            policy, timeout=settings.GATEWAY_DELIVERY_TIMEOUT, max_connections=settings.WORKER_CONCURRENCY
-        )
-        wctx = WorkerContext(
-            settings=settings,
-            redis=redis,
-            store=store,
-            deliveries=make_delivery_store(settings, batched),
-            arq=ctx["redis"],
-            http=http,
-            webhook_secret=secret,
-            queue_name=queue_name(settings),
-        )
+        # Whatever this creates is closed again if the hook does not finish (an error), and by
+        # ``shutdown`` otherwise.
+        async with contextlib.AsyncExitStack() as resources:
+            redis = make_redis(settings)
+            resources.push_async_callback(redis.aclose)
+            # The stores' scripts, called by many entries at once, share pipelines (gateway.redis_batch).
+            batched = BatchingRedis(redis)
+            store = make_store(settings, batched)
+            configured = settings.GATEWAY_WEBHOOK_SECRET
+            secret = await store.webhook_secret(configured.get_secret_value() if configured else None)
+            policy = netguard.Policy.build(
+                allow_private=settings.GATEWAY_ALLOW_PRIVATE_WEBHOOKS,
+                allow_cidrs=settings.GATEWAY_WEBHOOK_ALLOW_CIDRS,
+            )
+            http = netguard.webhook_client(
+                policy, timeout=settings.GATEWAY_DELIVERY_TIMEOUT, max_connections=settings.WORKER_CONCURRENCY
+            )
+            resources.push_async_callback(http.aclose)
+            wctx = WorkerContext(
+                settings=settings,
+                redis=redis,
+                store=store,
+                deliveries=make_delivery_store(settings, batched),
+                arq=ctx["redis"],
+                http=http,
+                webhook_secret=secret,
+                queue_name=queue_name(settings),
+            )
+            if during_startup is not None:
+                await during_startup()
+            ctx["resources"] = resources.pop_all()
         ctx["gw"] = wctx
         ctx["stop"] = stop = asyncio.Event()
         ctx["consumer"] = asyncio.create_task(run_consumer(wctx, stop))
         ctx["sweeps"] = asyncio.create_task(run_sweeps(wctx, stop))
         log.info("worker_started", queue=wctx.queue_name)
+        if started is not None:
+            started.set()
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         await stop_consumer(ctx)
-        wctx: WorkerContext | None = ctx.get("gw")
-        if wctx is None:  # stopped before startup finished
-            return
-        await wctx.http.aclose()
-        await wctx.redis.aclose()
+        # Popped: the shutdown may run twice (``run_worker`` after a close that Redis cut short).
+        resources: contextlib.AsyncExitStack | None = ctx.pop("resources", None)
+        if resources is not None:  # None: startup never finished, and closed what it had opened
+            await resources.aclose()
 
     return ResilientWorker(
         functions=[
@@ -141,12 +159,33 @@ async def finish_jobs(worker: Worker, grace: float) -> int:
     return len(still)
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def run_worker(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    *,
+    during_startup: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Run until ``stop`` is set (or SIGINT/SIGTERM when on the main thread).
 
+    Startup: arq connects, then its startup hook opens our clients and starts the inbox consumer
+    and the sweeps. Only then does the heartbeat start, so /readyz never counts a worker that
+    cannot work yet, nor one whose startup failed; once a stop has arrived it does not start at
+    all. A stop that arrives during startup waits for startup to end (a handful of Redis
+    commands; a Redis that does not answer would hold up the shutdown just the same) and then
+    shuts the worker down the normal way. Startup is never cancelled: cancelled midway
+    it left what it had opened unclosed, and the cancellation itself can be lost, because Python
+    3.11's ``asyncio.wait_for`` (round every redis-py command write) drops one that arrives as the
+    command completes. The hook then finished after the stop, started the consumer and the
+    sweeps, and arq's poll loop ran on with nobody left to stop it (``worker_stopping`` logged
+    before ``worker_started``, the heartbeat keeping /readyz up).
+
     Shutdown: stop taking new work (the arq poll loop and the inbox reads stop at once), let what
-    is in flight finish within WORKER_SHUTDOWN_GRACE, then close. Nothing unfinished was
-    acknowledged, so whatever the grace cut off is retried by another worker."""
+    is in flight finish within WORKER_SHUTDOWN_GRACE, then close; the heartbeat leaves last.
+    Nothing unfinished was acknowledged, so whatever the grace cut off is retried by another
+    worker. An error that ended the worker (its startup failed) is raised once all is closed.
+
+    ``during_startup`` is a seam for tests: awaited inside the startup hook once its clients
+    exist and before the consumer starts, it holds startup open (or fails it) on purpose."""
     stop = stop or asyncio.Event()
     if threading.current_thread() is threading.main_thread():
         loop = asyncio.get_running_loop()
@@ -154,20 +193,39 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             loop.add_signal_handler(sig, stop.set)
     if settings.WORKER_METRICS_PORT:
         metrics.serve_worker_metrics(settings.WORKER_METRICS_PORT)
-    beat_redis, beat_stop = make_redis(settings), asyncio.Event()
-    beat = asyncio.create_task(run_heartbeat(beat_redis, settings, consumer_name(), beat_stop))
-    worker = build_worker(settings)
+    started = asyncio.Event()
+    worker = build_worker(settings, started=started, during_startup=during_startup)
     main = asyncio.create_task(worker.async_run())
-    waiter = asyncio.create_task(stop.wait())
-    await asyncio.wait({main, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    grace = settings.WORKER_SHUTDOWN_GRACE
+    await _until(main, started)  # a stop meanwhile waits for the startup's end
+    if started.is_set() and not stop.is_set():
+        async with heartbeat(settings, consumer_name()):
+            await _until(main, stop)
+            cut, error = await _shut_down(worker, main, settings.WORKER_SHUTDOWN_GRACE)
+    else:
+        cut, error = await _shut_down(worker, main, settings.WORKER_SHUTDOWN_GRACE)
+    log.info("worker_stopped", jobs_cut_off=cut)
+    if error is not None:
+        raise error
+
+
+async def _until(main: asyncio.Task[None], event: asyncio.Event) -> None:
+    """Wait for ``event``, or for ``main`` (the arq worker) to end first (an error)."""
+    waiter = asyncio.create_task(event.wait())
+    try:
+        await asyncio.wait({main, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+
+
+async def _shut_down(
+    worker: Worker, main: asyncio.Task[None], grace: float
+) -> tuple[int, BaseException | None]:
+    """Stop and close the arq worker and the consumer; returns how many jobs the grace cut off
+    and the error the worker had ended with on its own, if any."""
     log.info("worker_stopping", grace_s=grace, jobs_in_flight=len(worker.tasks))
     # Order matters: no new arq jobs (the poll loop ends; running jobs are their own tasks),
     # no new callbacks, then wait for both kinds of work in flight under one deadline.
-    main.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await main
+    error = await _cancel(main)
     _, cut = await asyncio.gather(stop_consumer(worker.ctx, grace), finish_jobs(worker, grace))
     try:
         await worker.close()
@@ -176,7 +234,15 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         log.warning("worker_close_unavailable", error=type(exc).__name__)
         if worker.on_shutdown is not None:
             await worker.on_shutdown(worker.ctx)
-    beat_stop.set()
-    await beat
-    await beat_redis.aclose()
-    log.info("worker_stopped", jobs_cut_off=cut)
+    return cut, error
+
+
+async def _cancel(task: asyncio.Task[None], every: float = 0.5) -> BaseException | None:
+    """Cancel ``task`` until it has ended; returns the error it ended with on its own, if any.
+
+    Cancelled again every ``every`` s because a cancellation can be lost (``asyncio.wait_for`` in
+    Python 3.11, see ``run_worker``): arq's poll loop would then go on forever."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every)
+    return None if task.cancelled() else task.exception()
