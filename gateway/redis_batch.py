@@ -11,7 +11,10 @@ The pipeline is written by hand on a pooled connection: each call packed by hire
 replies read one by one with ``Connection.read_response``. redis-py's ``Pipeline`` does the same
 in Python (an ``Encoder.encode`` per argument, a command stack, per-reply callbacks) at about three
 times the client CPU: 87 µs against 26 µs per 22-argument ``EVALSHA`` in a batch of 26
-(docs/performance.md), and the worker sends four such calls per callback. hiredis packs exactly
+(docs/performance.md), and the worker sends three or four such calls per callback. The batch is
+written as one buffer (uvloop writes each item of a list with a syscall of its own). A read-only
+script called through ``read_only_call`` (the subscription match) is sent once per batch for
+identical arguments, its reply shared (``enqueue_shared``). hiredis packs exactly
 what redis-py's encoder would (tests/test_redis_batch.py checks it against redis-py's packer);
 an argument neither accepts (``None``, a bool) fails its own call with ``DataError``.
 
