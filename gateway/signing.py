@@ -186,6 +186,18 @@ def sign_webhook(secrets: Iterable[str], msg_id: str, timestamp: int, body: byte
     return " ".join(signatures)
 
 
+def webhook_headers(secrets: Iterable[str], event_id: str, body: bytes, timestamp: int) -> dict[str, str]:
+    """A webhook's headers (Standard Webhooks), as the worker sends them: ``webhook-id`` is the
+    event id on every attempt, so receivers can deduplicate."""
+    return {
+        "content-type": "application/json",
+        "user-agent": "callback-gateway/0.1",
+        "webhook-id": event_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign_webhook(secrets, event_id, timestamp, body),
+    }
+
+
 def new_webhook_secret() -> str:
     import secrets
 

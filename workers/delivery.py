@@ -38,7 +38,7 @@ from gateway import logs, metrics, tracing
 from gateway.events import envelope, iso_ms
 from gateway.netguard import ExchangeError
 from gateway.settings import Settings
-from gateway.signing import sign_webhook
+from gateway.signing import webhook_headers
 from gateway.store.delivery import (
     DELIVER_JOB,
     OPERATOR_EVENT_JOB,
@@ -225,14 +225,7 @@ def signing_secrets(ctx: WorkerContext, sub: dict[str, str] | None) -> list[str]
 
 async def _send_webhook(ctx: WorkerContext, job: Job) -> Attempt:
     event, body = job.event, job.body
-    timestamp = int(time.time())
-    headers = {
-        "content-type": "application/json",
-        "user-agent": "callback-gateway/0.1",
-        "webhook-id": str(event["id"]),
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign_webhook(signing_secrets(ctx, job.sub), str(event["id"]), timestamp, body),
-    }
+    headers = webhook_headers(signing_secrets(ctx, job.sub), str(event["id"]), body, int(time.time()))
     url = str(job.sub["url"] if job.sub else job.target["url"])
     method: str = "POST"
     content: bytes | None = body

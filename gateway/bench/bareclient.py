@@ -37,7 +37,7 @@ from gateway.bench.procs import Children
 from gateway.callbacks import callback_id, classify, parse_form
 from gateway.events import envelope, event_id_for
 from gateway.settings import Settings
-from gateway.signing import new_webhook_secret, sign_webhook
+from gateway.signing import new_webhook_secret, webhook_headers
 from gateway.store.delivery import encode_event
 
 MAX_S = 30.0  # the baseline stops here even when it has requests left
@@ -59,15 +59,7 @@ def webhook(api_id: str, secret: str, metadata_bytes: int) -> Request:
     at = int(time.time() * 1000)
     event = envelope(event_id_for(cb_id), kind, at, api_id, metadata_of(metadata_bytes, 42), params)
     body = encode_event(event).encode("utf-8")
-    timestamp = int(time.time())
-    headers = {
-        "content-type": "application/json",
-        "user-agent": "callback-gateway/0.1",
-        "webhook-id": str(event["id"]),
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign_webhook([secret], str(event["id"]), timestamp, body),
-    }
-    return body, headers
+    return body, webhook_headers([secret], str(event["id"]), body, int(time.time()))
 
 
 def _session(limit: int) -> aiohttp.ClientSession:
@@ -108,7 +100,15 @@ async def blast(url: str, requests: list[Request], limit: int, seconds: float) -
         deadline = time.monotonic() + seconds
         await asyncio.gather(*(_lane(session, url, todo, deadline, tally) for _ in range(limit)))
         elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
+    body_bytes = sum(len(b) for b, _ in requests) / max(len(requests), 1)
     ok, failed = tally
+    return summary(ok, failed, elapsed, cpu, limit, body_bytes)
+
+
+def summary(
+    ok: int, failed: int, elapsed: float, cpu: float, limit: int, body_bytes: float
+) -> dict[str, Any]:
+    """A run's figures: ``elapsed`` and ``cpu`` in seconds, ``body_bytes`` the mean body size."""
     return {
         "requests": ok + failed,
         "ok": ok,
@@ -117,7 +117,7 @@ async def blast(url: str, requests: list[Request], limit: int, seconds: float) -
         "per_s": round(ok / elapsed, 1) if elapsed > 0 else 0.0,
         "concurrency": limit,
         "cpu_us_per_request": round(cpu * 1e6 / max(ok + failed, 1), 1),
-        "body_bytes": round(sum(len(b) for b, _ in requests) / max(len(requests), 1), 1),
+        "body_bytes": round(body_bytes, 1),
     }
 
 

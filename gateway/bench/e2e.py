@@ -216,18 +216,10 @@ def _merge_bare(runs: list[dict[str, Any]]) -> dict[str, Any]:
     requests."""
     ok, failed = sum(r["ok"] for r in runs), sum(r["failed"] for r in runs)
     elapsed = sum(r["elapsed_s"] for r in runs)
-    cpu_us = sum(r["cpu_us_per_request"] * r["requests"] for r in runs)
-    return {
-        "requests": ok + failed,
-        "ok": ok,
-        "failed": failed,
-        "elapsed_s": round(elapsed, 3),
-        "per_s": round(ok / elapsed, 1) if elapsed > 0 else 0.0,
-        "concurrency": runs[0]["concurrency"],
-        "cpu_us_per_request": round(cpu_us / max(ok + failed, 1), 1),
-        "body_bytes": runs[0]["body_bytes"],
-        "runs_per_s": [r["per_s"] for r in runs],
-    }
+    cpu = sum(r["cpu_us_per_request"] * r["requests"] for r in runs) / 1e6
+    merged = bareclient.summary(ok, failed, elapsed, cpu, runs[0]["concurrency"], runs[0]["body_bytes"])
+    merged["runs_per_s"] = [r["per_s"] for r in runs]
+    return merged
 
 
 async def _delivery(run: Run, redis: Redis) -> None:
