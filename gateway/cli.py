@@ -39,7 +39,8 @@ def tune_gc() -> None:
     hot paths make few reference cycles. ``gc.freeze()`` moves everything alive now (the imports)
     out of the collector's sight for good, and higher thresholds make collections rarer: 0.07 s
     per 10,000 deliveries (docs/performance.md). Cyclic garbage is still collected, in larger
-    and rarer batches (the soak test's RSS stays flat)."""
+    and rarer batches: up to 20,000 young objects can wait for theirs (the full-size soak: worker
+    RSS flat, the API's +3.4 MB over 10 minutes; docs/reliability.md)."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
