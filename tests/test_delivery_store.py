@@ -19,7 +19,6 @@ from redis.asyncio import Redis
 
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.settings import Settings
-from gateway.store import now_ms
 from gateway.store.delivery import AttemptLimits, AttemptRecord, BreakerPolicy, DeliveryQuery, DeliveryStore
 from workers.delivery import refused_wait_ms, run_begun
 
@@ -395,10 +394,11 @@ async def test_a_pending_delivery_keeps_its_event_alive_until_its_next_attempt(
     await dstore.finish(dlv, begun, failing, now=T0)
     for key in (dstore.key("dlv", dlv), dstore.key("dlvlog", dlv), dstore.key("evt", event_id)):
         assert await redis.pttl(key) > 7_200_000 + 3_000_000, key
-    # The same when the attempt is put off (admission refused, lease busy).
+    # The same when the attempt is put off (admission refused, lease busy), on the caller's clock:
+    # until the deferred attempt (10 min after T0) plus the retention (1 h), not longer.
     await redis.pexpire(dstore.key("evt", event_id), 1000)
-    assert await dstore.defer(dlv, 0, 2, now_ms() + 600_000)
-    assert await redis.pttl(dstore.key("evt", event_id)) > 600_000
+    assert await dstore.defer(dlv, 0, 2, T0 + 600_000, now=T0)
+    assert 600_000 < await redis.pttl(dstore.key("evt", event_id)) <= 600_000 + 3_600_000
 
 
 async def test_an_event_lost_under_a_pending_delivery_is_a_dead_letter(

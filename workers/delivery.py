@@ -184,11 +184,13 @@ async def run_begun(
         return await _abandon(ctx, dlv_id, begun)
     if begun.state == "leased":
         # Someone is attempting it now, or died doing so: look again once the lease has expired.
-        await ctx.deliveries.defer(dlv_id, begun.cycle, begun.attempts + 1, ctx.clock() + lease_ttl_ms(ctx))
+        now = ctx.clock()
+        await ctx.deliveries.defer(dlv_id, begun.cycle, begun.attempts + 1, now + lease_ttl_ms(ctx), now=now)
         return "leased"
     if begun.state == "refused":
         wait_ms = refused_wait_ms(ctx, begun)
-        await ctx.deliveries.defer(dlv_id, begun.cycle, begun.attempts + 1, ctx.clock() + wait_ms)
+        now = ctx.clock()
+        await ctx.deliveries.defer(dlv_id, begun.cycle, begun.attempts + 1, now + wait_ms, now=now)
         log.info("delivery_deferred", delivery_id=dlv_id, reason=begun.reason, wait_ms=wait_ms)
         return "deferred"
     if begun.state == "expired":

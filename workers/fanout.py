@@ -101,7 +101,8 @@ async def _first_attempt_failed(ctx: WorkerContext, dlv_id: str, error: BaseExce
     if not isinstance(error, Exception):
         raise error  # cancellation and the like are not ours to swallow
     log.warning("first_attempt_error", delivery_id=dlv_id, error=type(error).__name__)
-    await ctx.deliveries.defer(dlv_id, 0, 1, ctx.clock() + FIRST_ATTEMPT_RETRY_MS)
+    now = ctx.clock()
+    await ctx.deliveries.defer(dlv_id, 0, 1, now + FIRST_ATTEMPT_RETRY_MS, now=now)
 
 
 async def operator_event_job(ctx: dict[str, Any], event: dict[str, Any]) -> None:

@@ -908,8 +908,11 @@ class DeliveryStore:
             delivery_id, cycle=None, status=status, attempts=attempts, code=code, error=error
         )
 
-    async def defer(self, dlv_id: str, cycle: int, attempt: int, run_at: int) -> bool:
-        """Put attempt ``attempt`` off until ``run_at`` (ms) without counting it."""
+    async def defer(
+        self, dlv_id: str, cycle: int, attempt: int, run_at: int, *, now: int | None = None
+    ) -> bool:
+        """Put attempt ``attempt`` off until ``run_at`` (ms, on the same clock as ``now``) without
+        counting it."""
         payload = deliver_payload(dlv_id, cycle, attempt)
         args: list[str | int | bytes] = [
             self.prefix,
@@ -920,7 +923,7 @@ class DeliveryStore:
             self.queue,
             payload,
             self.retention,
-            now_ms(),
+            now or now_ms(),
         ]
         return bool(await self._defer(keys=[], args=args))
 
