@@ -20,7 +20,7 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from gateway import logs, metrics, tracing
+from gateway import logs, metrics, redis_errors, tracing
 from gateway.callbacks import classify, parse_form
 from gateway.events import envelope, event_id_for, timeout_event_id
 from gateway.store import INBOX_GROUP
@@ -108,14 +108,6 @@ async def _timed_out(ctx: WorkerContext, api_id: str, at: int, ack: tuple[str, s
         return await fan_out(ctx, event, json.loads(targets) if targets else [], ack=ack)
 
 
-def _transient(exc: BaseException) -> bool:
-    """Redis unreachable or busy: retry later. A script error is this entry's own fault and
-    would fail the same way on every retry."""
-    if isinstance(exc, ResponseError):
-        return any(word in str(exc) for word in ("NOSCRIPT", "BUSY", "LOADING", "READONLY", "MASTERDOWN"))
-    return True
-
-
 async def _poison(ctx: WorkerContext, entry_id: str, fields: dict[str, str]) -> None:
     """A poison entry must not block the stream forever: log it, keep it for inspection (capped)."""
     log.exception("entry_failed", entry=entry_id)
@@ -132,7 +124,7 @@ async def _one(ctx: WorkerContext, entry_id: str, fields: dict[str, str]) -> Non
         if await handle_entry(ctx, fields["e"], final=fields.get("final") == "1", ack=ack):
             return
     except (RedisError, OSError) as exc:
-        if _transient(exc):
+        if redis_errors.transient(exc):
             log.warning("entry_retry_later", entry=entry_id, error=type(exc).__name__)
             return  # left pending in the group; claimed again later
         await _poison(ctx, entry_id, fields)
