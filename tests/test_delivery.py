@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
@@ -133,6 +134,37 @@ async def test_a_hanging_endpoint_times_out_and_is_retried_never_twice_at_once(
     assert [a["outcome"] for a in delivered["attempts"]] == ["timeout", "success"]
     await asyncio.sleep(0.5)
     assert len(endpoint.on("/hook")) == 2
+
+
+async def test_a_retry_job_that_meets_redis_trouble_runs_again_instead_of_being_dropped(
+    stack_factory: Callable[..., Any], endpoint: ScriptedEndpoint, redis: Redis
+) -> None:
+    """arq forgets a job that raised. Here the retry job's ``finish`` times out (Redis pauses
+    writes for longer than the worker's 5 s read timeout, while arq's own connection, which has
+    no read timeout, just waits): the job must be run again, not leave its delivery pending with
+    nothing scheduled."""
+    stack: Stack = await stack_factory(GATEWAY_DELIVERY_TIMEOUT=1.0)
+    pause_s = 6.5
+
+    def pause_writes() -> None:
+        with SyncRedis.from_url(stack.settings.REDIS_URL) as admin:
+            admin.execute_command("CLIENT", "PAUSE", int(pause_s * 1000), "WRITE")
+
+    endpoint.script = [Reply(500), Reply(200, before=pause_writes)]
+    sub = await subscribe(stack, endpoint.url(), retry_schedule=[0, 0.1])
+    try:
+        await trigger(stack)
+        await wait_until(lambda: len(endpoint.on("/hook")) >= 2)
+        # The retry job's finish went unanswered, the job was retried, found the attempt's lease
+        # (until it expired: attempt timeout + 5 s), then made the attempt again.
+        await wait_until(lambda: len(endpoint.on("/hook")) >= 3, timeout=30)
+        delivered = await one_delivery(stack, sub["id"], "succeeded")
+    finally:
+        await redis.execute_command("CLIENT", "UNPAUSE")
+    first, second, third = endpoint.on("/hook")
+    assert third.at - second.at >= 5.0  # not before the worker's read had timed out
+    assert {h.headers["webhook-id"] for h in (first, second, third)} == {delivered["event_id"]}
+    assert [a["status_code"] for a in delivered["attempts"]] == [500, 200]
 
 
 async def test_429_retry_after_is_honoured_within_bounds(

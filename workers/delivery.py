@@ -20,21 +20,28 @@ round trip is ~50 µs of it (docs/performance.md).
   every attempt, so receivers can deduplicate.
 * Queue targets become an arq job whose id derives from the delivery and its cycle: reprocessing
   never enqueues twice, an explicit retry/replay (a new cycle) does.
+* A job that meets a transient Redis error (a dropped connection, a timeout, a failover) is run
+  again later by arq (``redis_trouble_retried``), never dropped: arq forgets a job that raised,
+  and its delivery would stay pending with nothing scheduled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from arq import Retry
 from arq.jobs import serialize_job
+from redis.exceptions import RedisError
 
-from gateway import logs, metrics, tracing
+from gateway import logs, metrics, redis_errors, tracing
 from gateway.events import envelope, iso_ms
 from gateway.netguard import ExchangeError
 from gateway.settings import Settings
@@ -425,12 +432,41 @@ def _operator_job(
 # --- the arq job ----------------------------------------------------------------------------
 
 
+JOB_RETRY_FIRST_S = 1.0  # a job that met Redis trouble runs again after 1 s, 2 s, 4 s... (jittered)
+JOB_RETRY_MAX_S = 60.0
+# arq drops a job after this many tries: at one a minute, about the day an arq job lives anyway
+# (its key expires a day after its run time, ARQ_JOB_TTL_MS).
+JOB_MAX_TRIES = 24 * 60
+
+
+@contextlib.contextmanager
+def redis_trouble_retried(job_ctx: dict[str, Any], **where: str) -> Iterator[None]:
+    """Turn a transient Redis error inside an arq job into arq's ``Retry``: the same job (same id,
+    same arguments) runs again later, backing off. arq finishes a job that raised anything else
+    and, keeping no results, forgets it. Every step of a job is idempotent (``begin`` checks the
+    cycle, attempt and lease; ``emit`` is once per event id), so running it again after a script
+    that ran but whose reply was lost does no harm: at worst an attempt whose ``finish`` was lost
+    is made again once its lease expired, with the same ``webhook-id``. An error that would recur
+    every time (``redis_errors.transient``) still fails the job, logged."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        if not redis_errors.transient(exc):
+            raise
+        job_try = int(job_ctx.get("job_try") or 1)
+        delay = min(JOB_RETRY_FIRST_S * 2 ** min(job_try - 1, 16), JOB_RETRY_MAX_S) * random.uniform(0.8, 1.2)
+        error = type(exc).__name__
+        log.warning("job_retry_later", error=error, job_try=job_try, wait_s=round(delay, 2), **where)
+        raise Retry(defer=delay) from exc
+
+
 async def deliver_job(
     ctx: dict[str, Any], dlv_id: str, cycle: int | None = None, attempt: int | None = None
 ) -> str:
     """arq job: attempt ``attempt`` of cycle ``cycle`` of a delivery (a retry, replay or deferral)."""
     wctx: WorkerContext = ctx["gw"]
-    limits = attempt_limits(wctx)
-    begun = await wctx.deliveries.begin(dlv_id, cycle, attempt, limits, now=wctx.clock(), with_event=True)
-    event: dict[str, Any] = json.loads(begun.event) if begun.event else {}
-    return await run_begun(wctx, dlv_id, event, begun, event_json=begun.event or None)
+    with redis_trouble_retried(ctx, delivery_id=dlv_id):
+        limits = attempt_limits(wctx)
+        begun = await wctx.deliveries.begin(dlv_id, cycle, attempt, limits, now=wctx.clock(), with_event=True)
+        event: dict[str, Any] = json.loads(begun.event) if begun.event else {}
+        return await run_begun(wctx, dlv_id, event, begun, event_json=begun.event or None)

@@ -18,7 +18,7 @@ from typing import Any
 from gateway import logs
 from gateway.store.delivery import encode_event
 from workers.context import WorkerContext
-from workers.delivery import attempt_limits, delivery_id, run_begun
+from workers.delivery import attempt_limits, delivery_id, redis_trouble_retried, run_begun
 
 log = logs.get("workers.fanout")
 
@@ -108,4 +108,5 @@ async def _first_attempt_failed(ctx: WorkerContext, dlv_id: str, error: BaseExce
 async def operator_event_job(ctx: dict[str, Any], event: dict[str, Any]) -> None:
     """arq job: fan out an operator event (``subscription.disabled``) to who subscribed to it."""
     wctx: WorkerContext = ctx["gw"]
-    await fan_out(wctx, event, [])
+    with redis_trouble_retried(ctx, event_id=str(event.get("id"))):
+        await fan_out(wctx, event, [])

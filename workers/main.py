@@ -21,7 +21,7 @@ from gateway.state import make_delivery_store, make_redis, make_store, sentinel_
 from gateway.store.delivery import OPERATOR_EVENT_JOB
 from workers.consumer import consumer_name, run_consumer
 from workers.context import WorkerContext
-from workers.delivery import DELIVER_JOB, deliver_job, job_timeout
+from workers.delivery import DELIVER_JOB, JOB_MAX_TRIES, deliver_job, job_timeout
 from workers.fanout import operator_event_job
 from workers.heartbeat import heartbeat
 from workers.sweeps import run_sweeps
@@ -111,10 +111,11 @@ def build_worker(
         if resources is not None:  # None: startup never finished, and closed what it had opened
             await resources.aclose()
 
+    timeout = job_timeout(settings)
     return ResilientWorker(
         functions=[
-            func(deliver_job, name=DELIVER_JOB, timeout=job_timeout(settings)),
-            func(operator_event_job, name=OPERATOR_EVENT_JOB, timeout=job_timeout(settings)),
+            func(deliver_job, name=DELIVER_JOB, timeout=timeout, max_tries=JOB_MAX_TRIES),
+            func(operator_event_job, name=OPERATOR_EVENT_JOB, timeout=timeout, max_tries=JOB_MAX_TRIES),
         ],
         redis_settings=arq_redis_settings(settings),
         queue_name=queue_name(settings),

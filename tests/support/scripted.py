@@ -1,13 +1,14 @@
 """A webhook endpoint for delivery tests that answers from a script, per request.
 
-Each request takes the next ``Reply`` (status, delay, headers, body); when the script is used up
-it answers 200. Every request is recorded with its arrival time and headers.
+Each request takes the next ``Reply`` (status, delay, headers, body, something to do first); when
+the script is used up it answers 200. Every request is recorded with its arrival time and headers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -25,6 +26,7 @@ class Reply:
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     body_bytes: int = 0  # stream this many bytes of body
+    before: Callable[[], object] | None = None  # run (blocking) before answering
 
 
 @dataclass
@@ -38,6 +40,8 @@ class ScriptedEndpoint:
             body = await request.body()
             self.received.append(Received(request.url.path, dict(request.headers), body, time.time()))
             reply = self.script.pop(0) if self.script else Reply()
+            if reply.before is not None:
+                reply.before()
             if reply.delay:
                 await asyncio.sleep(reply.delay)
             if reply.body_bytes:
