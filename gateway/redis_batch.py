@@ -126,9 +126,15 @@ class BatchingRedis(Redis):
         missing = {batch[i][0][0] for i in again}
         if not again or not missing <= self._scripts.keys():
             return replies
-        for sha in missing:
-            await self.script_load(self._scripts[sha])
-        for i, reply in zip(again, await self._pipeline([batch[i] for i in again]), strict=True):
+        try:
+            for sha in missing:
+                await self.script_load(self._scripts[sha])
+            second = await self._pipeline([batch[i] for i in again])
+        except Exception as exc:
+            # Only the calls that needed the reload fail: the others' scripts ran, and their
+            # callers must have the replies (told "failed", they would run them again).
+            second = [exc] * len(again)
+        for i, reply in zip(again, second, strict=True):
             replies[i] = reply
         return replies
 

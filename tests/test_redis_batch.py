@@ -67,6 +67,21 @@ async def test_scripts_missing_from_the_cache_are_loaded_again(redis: Redis) -> 
     assert stats["cmdstat_script|load"]["calls"] == 1  # loaded once for the whole batch
 
 
+async def test_a_reload_that_fails_fails_only_the_calls_that_needed_it(redis: Redis) -> None:
+    """The calls whose scripts ran keep their replies when loading another script fails: told
+    "failed", a caller would run its script a second time."""
+    client = BatchingRedis(redis)
+    incr = client.register_script(INCR)
+    broken = client.register_script("return (")  # does not compile: SCRIPT LOAD fails
+    await redis.script_load(INCR)
+    results = await asyncio.gather(
+        incr(keys=["k"], args=[1]), broken(), incr(keys=["k"], args=[1]), return_exceptions=True
+    )
+    assert sorted(r for r in results if isinstance(r, int)) == [1, 2]
+    assert isinstance(results[1], ResponseError) and "compiling" in str(results[1])
+    assert await redis.get("k") == "2"
+
+
 async def test_a_lost_connection_fails_every_call_then_recovers() -> None:
     server = EmbeddedRedis().start()
     base = Redis.from_url(server.url, decode_responses=True)
