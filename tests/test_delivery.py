@@ -11,6 +11,7 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
+from gateway.store import INBOX_GROUP
 from gateway.store.delivery import DeliveryStore
 from tests.conftest import Stack
 from tests.support.receiver import wait_until
@@ -165,6 +166,20 @@ async def test_a_retry_job_that_meets_redis_trouble_runs_again_instead_of_being_
     assert third.at - second.at >= 5.0  # not before the worker's read had timed out
     assert {h.headers["webhook-id"] for h in (first, second, third)} == {delivered["event_id"]}
     assert [a["status_code"] for a in delivered["attempts"]] == [500, 200]
+
+
+async def test_a_stopped_worker_leaves_no_consumer_in_the_inbox_group(
+    stack_factory: Callable[..., Any], endpoint: ScriptedEndpoint, redis: Redis
+) -> None:
+    stack: Stack = await stack_factory()
+    sub = await subscribe(stack, endpoint.url())
+    await trigger(stack)
+    await one_delivery(stack, sub["id"], "succeeded")
+    inbox = stack.settings.GATEWAY_KEY_PREFIX + "inbox"
+    assert len(await redis.xinfo_consumers(inbox, INBOX_GROUP)) == 1  # the worker's, named per process
+    assert stack.worker is not None
+    await asyncio.to_thread(stack.worker.stop)
+    assert await redis.xinfo_consumers(inbox, INBOX_GROUP) == []
 
 
 async def test_429_retry_after_is_honoured_within_bounds(

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.embedded_redis import EmbeddedRedis
-from gateway.store import DeliveryStore, NewRequest, Store
+from gateway.store import INBOX_GROUP, DeliveryStore, NewRequest, Store
 
 
 @pytest.fixture
@@ -134,3 +134,41 @@ async def test_recorded_success_is_never_overwritten(dstore: DeliveryStore) -> N
     )
     assert late == "succeeded"
     assert (await dstore.get_delivery("dlv_c"))["status"] == "succeeded"
+
+
+async def consumers(store: Store) -> dict[str, int]:
+    found = await store.redis.xinfo_consumers(store.inbox, INBOX_GROUP)
+    return {str(c["name"]): int(c["pending"]) for c in found}
+
+
+async def read_and_ack(store: Store, consumer: str) -> None:
+    read = await store.redis.xreadgroup(INBOX_GROUP, consumer, {store.inbox: ">"}, count=1)
+    await store.redis.xack(store.inbox, INBOX_GROUP, read[0][1][0][0])
+
+
+async def test_a_consumer_is_forgotten_only_with_nothing_in_its_hands(store: Store) -> None:
+    """DELCONSUMER drops the entries a consumer holds, and nobody would claim them again: the
+    consumer goes only when it holds none (checked in the same script)."""
+    await store.ensure_group()
+    for n in range(4):
+        assert await store.ingest(f"cb{n}", entry(f"cb{n}", "a"))
+    await read_and_ack(store, "done")
+    await store.redis.xreadgroup(INBOX_GROUP, "holding", {store.inbox: ">"}, count=1)
+    assert await consumers(store) == {"done": 0, "holding": 1}
+
+    assert not await store.forget_consumer("holding")
+    assert await store.forget_consumer("done")
+    assert await consumers(store) == {"holding": 1}
+    assert len(await store.redis.xpending_range(store.inbox, INBOX_GROUP, "-", "+", 10)) == 1
+
+    # Swept by idle time: a consumer that read recently stays, one holding an entry stays.
+    await read_and_ack(store, "idle")
+    await asyncio.sleep(0.2)
+    await read_and_ack(store, "recent")
+    assert await store.forget_idle_consumers(100) == 1
+    assert await consumers(store) == {"holding": 1, "recent": 0}
+    # Once its entry is claimed by a live worker, the dead one's consumer goes too.
+    await store.redis.xautoclaim(store.inbox, INBOX_GROUP, "recent", min_idle_time=0, start_id="0-0")
+    await asyncio.sleep(0.2)
+    assert await store.forget_idle_consumers(100) == 1
+    assert await consumers(store) == {"recent": 1}

@@ -219,6 +219,10 @@ async def run_consumer(ctx: WorkerContext, stop: asyncio.Event) -> None:
                 await asyncio.sleep(0.5)
     finally:
         await flight.drain()
+        # Each process reads under a name of its own: leave none behind (unless it still holds
+        # entries, cut off by the shutdown grace; the sweeps remove it once they are claimed).
+        with contextlib.suppress(RedisError, OSError):
+            await ctx.store.forget_consumer(name)
 
 
 async def _recreate(ctx: WorkerContext) -> None:

@@ -246,6 +246,15 @@ return popped
 )
 
 # Every status, newest first, from the per-status indexes (no all-statuses index is kept).
+# KEYS: inbox. ARGV: group, consumer. Removes the consumer from the group only if it holds no
+# entry: XGROUP DELCONSUMER drops the entries a consumer holds, and nobody would claim them again.
+# Checked in the same script, so an entry read between a check and the delete cannot be lost.
+_FORGET_CONSUMER = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
 # KEYS: the per-status indexes. ARGV: offset, limit. Returns {total, api_id...}.
 # Ranks across sets without reading what precedes the page: a binary search finds the score s
 # with at most ``offset`` members above it, then each set gives its members from s down. Ties
@@ -456,6 +465,7 @@ class Store:
         self._idem_claim = redis.register_script(_IDEM_CLAIM)
         self._rate = redis.register_script(_RATE)
         self._list_all = redis.register_script(_LIST_ALL)
+        self._forget_consumer = redis.register_script(_FORGET_CONSUMER)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -669,3 +679,21 @@ class Store:
         except Exception as exc:  # BUSYGROUP: it exists already, which is the normal case
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    async def forget_consumer(self, name: str) -> bool:
+        """Remove a worker's consumer from the inbox's group, unless it still holds an entry (that
+        one waits to be claimed by a live worker; the consumer goes on a later sweep)."""
+        return bool(await self._forget_consumer(keys=[self.inbox], args=[INBOX_GROUP, name]))
+
+    async def forget_idle_consumers(self, idle_ms: int) -> int:
+        """Remove the group's consumers idle for ``idle_ms`` that hold no entry: mostly workers that
+        died (each process reads under a new name). Redis 7.0 counts idle time from a consumer's
+        last read that returned something, so a live worker on a quiet inbox may go too: harmless,
+        since it held nothing and its next read, a blocked one included, creates it again (tested
+        on redis-server 7.0.15). Returns how many went."""
+        consumers = await self.redis.xinfo_consumers(self.inbox, INBOX_GROUP)
+        forgotten = 0
+        for consumer in consumers:
+            if int(consumer["pending"]) == 0 and int(consumer["idle"]) >= idle_ms:
+                forgotten += await self.forget_consumer(str(consumer["name"]))
+        return forgotten
