@@ -176,16 +176,31 @@ class ExchangeError(Exception):
         self.timeout = timeout
 
 
+class NoSlot(Exception):
+    """Every connection of the pool stayed in use for the whole wait: the exchange was not made."""
+
+
 class WebhookClient:
     """The HTTP client for webhook deliveries, on aiohttp (several times faster than httpx's pool
     under concurrency: docs/performance.md): SSRF-guarded at connect time, no redirects, no proxy
     from the environment, no content decoding, the answer read up to a limit, one deadline for
-    connect + send + read."""
+    connect + send + read.
 
-    def __init__(self, policy: Policy, *, timeout: float, max_connections: int) -> None:
+    The deadline starts only once a connection of the pool (``max_connections``) is ours. aiohttp
+    would count the wait for one in its ``total`` timeout: with slow endpoints holding the pool,
+    healthy ones would be recorded as timing out (their retries used up, their breakers fed, their
+    subscriptions even disabled). So exchanges first take a slot of a semaphore as large as the
+    pool, waiting at most ``slot_wait`` (``NoSlot`` after that: the caller puts the attempt off,
+    uncounted); the pool itself then never makes anyone wait."""
+
+    def __init__(
+        self, policy: Policy, *, timeout: float, max_connections: int, slot_wait: float = 2.5
+    ) -> None:
         self.policy = policy
         self.timeout = timeout
         self.max_connections = max_connections
+        self.slot_wait = slot_wait
+        self._slots = asyncio.Semaphore(max_connections)
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
@@ -226,6 +241,7 @@ class WebhookClient:
         refused = self._literal_refusal(target.host)
         if refused:
             raise ExchangeError(refused)
+        await self._slot()
         try:
             # The session's ``total`` timeout is the attempt's one deadline: connect, send and
             # reading the answer (aiohttp: "the whole operation including ... response reading").
@@ -238,6 +254,18 @@ class WebhookClient:
             raise ExchangeError(f"timeout: {type(exc).__name__}", timeout=True) from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise ExchangeError(_describe(exc)) from exc
+        finally:
+            self._slots.release()  # after the connection went back to the pool
+
+    async def _slot(self) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: returns at once
+            return
+        try:
+            async with asyncio.timeout(self.slot_wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise NoSlot(f"all {self.max_connections} connections busy for {self.slot_wait:g} s") from None
 
     def _literal_refusal(self, host: str) -> str | None:
         """aiohttp connects to an IP literal without asking the resolver: check it here."""
@@ -290,6 +318,8 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
 
 
-def webhook_client(policy: Policy, *, timeout: float, max_connections: int) -> WebhookClient:
+def webhook_client(
+    policy: Policy, *, timeout: float, max_connections: int, slot_wait: float = 2.5
+) -> WebhookClient:
     """The HTTP client for webhook deliveries: SSRF-guarded at connect time, redirects refused."""
-    return WebhookClient(policy, timeout=timeout, max_connections=max_connections)
+    return WebhookClient(policy, timeout=timeout, max_connections=max_connections, slot_wait=slot_wait)

@@ -49,7 +49,7 @@ async def deliveries(stack: Stack, **params: Any) -> dict[str, Any]:
     return data
 
 
-async def one_delivery(stack: Stack, sub_id: str, status: str) -> dict[str, Any]:
+async def one_delivery(stack: Stack, sub_id: str, status: str, timeout: float = 10.0) -> dict[str, Any]:
     found: dict[str, Any] = {}
 
     async def check() -> bool:
@@ -58,7 +58,7 @@ async def one_delivery(stack: Stack, sub_id: str, status: str) -> dict[str, Any]
             found.update(objects[0])
         return bool(objects)
 
-    await wait_until(check)
+    await wait_until(check, timeout=timeout)
     return found
 
 
@@ -180,6 +180,25 @@ async def test_a_stopped_worker_leaves_no_consumer_in_the_inbox_group(
     assert stack.worker is not None
     await asyncio.to_thread(stack.worker.stop)
     assert await redis.xinfo_consumers(inbox, INBOX_GROUP) == []
+
+
+async def test_a_delivery_that_waits_for_the_workers_connection_is_put_off_not_failed(
+    stack_factory: Callable[..., Any], endpoint: ScriptedEndpoint
+) -> None:
+    """One connection, two subscriptions to an endpoint that answers in 3 s (deadline 4 s): the
+    second delivery waits for the connection longer than SLOT_WAIT_S, so it is put off until its
+    lease expired, uncounted, instead of being recorded as a timeout of its endpoint."""
+    stack: Stack = await stack_factory(WORKER_CONCURRENCY=1, GATEWAY_DELIVERY_TIMEOUT=4.0)
+    endpoint.script = [Reply(200, delay=3.0), Reply(200, delay=3.0)]
+    subs = [await subscribe(stack, endpoint.url(f"/hook{n}")) for n in range(2)]
+    await trigger(stack)
+    for sub in subs:
+        delivery = await one_delivery(stack, sub["id"], "succeeded", timeout=30)
+        assert [a["outcome"] for a in delivery["attempts"]] == ["success"]
+    arrivals = sorted(r.at for r in endpoint.received)
+    assert len(arrivals) == 2
+    # The second was sent only after its lease (4 s + 5 s) had expired, not while waiting.
+    assert arrivals[1] - arrivals[0] >= 9.0 - 0.5
 
 
 async def test_429_retry_after_is_honoured_within_bounds(

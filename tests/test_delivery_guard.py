@@ -12,7 +12,7 @@ import pytest
 from gateway.netguard import ExchangeError, IPAddress, Policy, refusal, webhook_client
 from tests.conftest import Stack
 from tests.support.receiver import wait_until
-from tests.support.scripted import ScriptedEndpoint
+from tests.support.scripted import Reply, ScriptedEndpoint
 from tests.support.servers import LoopThread
 from workers.fanout import deliveries_for
 from workers.main import run_worker
@@ -179,3 +179,34 @@ async def test_one_deadline_covers_a_slowly_trickled_answer() -> None:
         assert caught.value.timeout
         assert loop.time() - started < 2.0
     server.close()
+
+
+async def test_waiting_for_a_connection_is_not_counted_in_the_attempt_deadline(
+    endpoint: ScriptedEndpoint,
+) -> None:
+    """Two connections, six exchanges with an endpoint that answers in 0.6 s under a 1 s deadline:
+    the ones that waited for a connection still get their whole second (aiohttp alone would have
+    counted the wait, and four of them would have timed out)."""
+    endpoint.script = [Reply(200, delay=0.6) for _ in range(6)]
+    async with webhook_client(
+        Policy.build(allow_private=True), timeout=1.0, max_connections=2, slot_wait=5.0
+    ) as client:
+        answers = await asyncio.gather(
+            *(client.request("POST", endpoint.url(), body=b"{}") for _ in range(6)), return_exceptions=True
+        )
+    assert [getattr(a, "status", a) for a in answers] == [200] * 6
+    assert len(endpoint.received) == 6
+
+
+async def test_an_exchange_that_never_gets_a_connection_is_not_made(endpoint: ScriptedEndpoint) -> None:
+    endpoint.script = [Reply(200, delay=0.8), Reply(200, delay=0.8)]
+    async with webhook_client(
+        Policy.build(allow_private=True), timeout=2.0, max_connections=2, slot_wait=0.2
+    ) as client:
+        answers = await asyncio.gather(
+            *(client.request("POST", endpoint.url(), body=b"{}") for _ in range(3)), return_exceptions=True
+        )
+        assert sorted(type(a).__name__ for a in answers) == ["Answer", "Answer", "NoSlot"]
+        assert len(endpoint.received) == 2  # the third was never sent
+        # The slots all came back: the pool serves again at once.
+        assert (await client.request("POST", endpoint.url(), body=b"{}")).status == 200

@@ -11,7 +11,9 @@ round trip is ~50 µs of it (docs/performance.md).
 * A lease (``lease:{delivery_id}``, expiring after the attempt timeout plus a margin) keeps two
   workers from attempting the same delivery at once. Every attempt runs under one overall
   deadline (``GATEWAY_DELIVERY_TIMEOUT``, connect + send + read), shorter than the lease and than
-  the arq job timeout, so a slow endpoint can never see a second concurrent attempt.
+  the arq job timeout, so a slow endpoint can never see a second concurrent attempt. The deadline
+  starts once one of the worker's connections is free (``SLOT_WAIT_S`` at most, else the attempt
+  is put off uncounted): slow endpoints holding them do not make healthy ones time out.
 * Jobs carry (cycle, attempt). A job whose attempt already happened (a duplicate after a crash)
   does nothing; a job that finds the lease taken or is refused admission (subscription over its
   rate or concurrency, breaker open) re-queues the same attempt for later without counting it.
@@ -43,7 +45,7 @@ from redis.exceptions import RedisError
 
 from gateway import logs, metrics, redis_errors, tracing
 from gateway.events import envelope, iso_ms
-from gateway.netguard import ExchangeError
+from gateway.netguard import ExchangeError, NoSlot
 from gateway.settings import Settings
 from gateway.signing import webhook_headers
 from gateway.store.delivery import (
@@ -64,6 +66,9 @@ log = logs.get("workers.delivery")
 __all__ = ["DELIVER_JOB", "attempt_limits", "deliver_job", "delivery_id", "run_begun"]
 
 LEASE_MARGIN_S = 5.0
+# How long an attempt may wait for one of the worker's connections before its deadline starts
+# (gateway.netguard.WebhookClient): the wait and the attempt together stay inside the lease.
+SLOT_WAIT_S = LEASE_MARGIN_S / 2
 # A delivery refused for the subscription's concurrency cap tries again this much later.
 CONCURRENCY_WAIT_MS = 250
 CONCURRENCY_WAIT_MAX_MS = 2000
@@ -186,13 +191,21 @@ async def run_begun(
             }
         body = (event_json or encode_event(event)).encode("utf-8")
         job = Job(dlv_id, event, target, sub, begun.cycle, begun.attempts + 1, body)
-        return await _finish(ctx, job, begun, await _send(ctx, job), ack)
+        try:
+            result = await _send(ctx, job)
+        except NoSlot:
+            # Not attempted: every connection of this worker stayed busy (slow endpoints
+            # elsewhere). Nothing is counted against the endpoint; the same attempt runs again
+            # once the lease ``begin`` took has expired.
+            await _after_lease(ctx, dlv_id, begun)
+            log.info("delivery_deferred", delivery_id=dlv_id, reason="worker_busy", wait_ms=lease_ttl_ms(ctx))
+            return "deferred"
+        return await _finish(ctx, job, begun, result, ack)
     if begun.state == "abandon":
         return await _abandon(ctx, dlv_id, begun)
     if begun.state == "leased":
         # Someone is attempting it now, or died doing so: look again once the lease has expired.
-        now = ctx.clock()
-        await ctx.deliveries.defer(dlv_id, begun.cycle, begun.attempts + 1, now + lease_ttl_ms(ctx), now=now)
+        await _after_lease(ctx, dlv_id, begun)
         return "leased"
     if begun.state == "refused":
         wait_ms = refused_wait_ms(ctx, begun)
@@ -206,6 +219,12 @@ async def run_begun(
         expired = Begun("abandon", begun.cycle, begun.attempts, reason="event expired before delivery")
         return await _abandon(ctx, dlv_id, expired)
     return begun.state  # not due: its status, missing or stale
+
+
+async def _after_lease(ctx: WorkerContext, dlv_id: str, begun: Begun) -> None:
+    """Put the same attempt off until a lease taken now would have expired (not counted)."""
+    now = ctx.clock()
+    await ctx.deliveries.defer(dlv_id, begun.cycle, begun.attempts + 1, now + lease_ttl_ms(ctx), now=now)
 
 
 # --- send ---------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from gateway.state import make_delivery_store, make_redis, make_store, sentinel_
 from gateway.store.delivery import OPERATOR_EVENT_JOB
 from workers.consumer import consumer_name, run_consumer
 from workers.context import WorkerContext
-from workers.delivery import DELIVER_JOB, JOB_MAX_TRIES, deliver_job, job_timeout
+from workers.delivery import DELIVER_JOB, JOB_MAX_TRIES, SLOT_WAIT_S, deliver_job, job_timeout
 from workers.fanout import operator_event_job
 from workers.heartbeat import heartbeat
 from workers.sweeps import run_sweeps
@@ -80,7 +80,10 @@ def build_worker(
                 allow_cidrs=settings.GATEWAY_WEBHOOK_ALLOW_CIDRS,
             )
             http = netguard.webhook_client(
-                policy, timeout=settings.GATEWAY_DELIVERY_TIMEOUT, max_connections=settings.WORKER_CONCURRENCY
+                policy,
+                timeout=settings.GATEWAY_DELIVERY_TIMEOUT,
+                max_connections=settings.WORKER_CONCURRENCY,
+                slot_wait=SLOT_WAIT_S,
             )
             resources.push_async_callback(http.aclose)
             wctx = WorkerContext(
