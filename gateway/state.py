@@ -42,7 +42,10 @@ def sentinel_hosts(settings: Settings) -> list[tuple[str, int]]:
     return hosts
 
 
-def make_redis(settings: Settings, *, socket_timeout: float | None = 5.0) -> Redis:
+REDIS_SOCKET_TIMEOUT_S = 5.0  # how long a command's reply may take before it is an error
+
+
+def make_redis(settings: Settings, *, socket_timeout: float | None = REDIS_SOCKET_TIMEOUT_S) -> Redis:
     """A client for REDIS_URL, or for the master the sentinels name when REDIS_SENTINELS is set.
 
     A Sentinel-managed pool asks the sentinels for the master on every new connection and drops

@@ -48,6 +48,7 @@ from gateway.events import envelope, iso_ms
 from gateway.netguard import ExchangeError, NoSlot
 from gateway.settings import Settings
 from gateway.signing import webhook_headers
+from gateway.state import REDIS_SOCKET_TIMEOUT_S
 from gateway.store.delivery import (
     DELIVER_JOB,
     OPERATOR_EVENT_JOB,
@@ -115,8 +116,11 @@ def lease_ttl_ms(ctx: WorkerContext) -> int:
 
 
 def job_timeout(settings: Settings) -> float:
-    """arq's timeout for a delivery job: always longer than one attempt and its lease."""
-    return max(settings.GATEWAY_DELIVERY_TIMEOUT * 3, settings.GATEWAY_DELIVERY_TIMEOUT + LEASE_MARGIN_S * 2)
+    """arq's timeout for a delivery job: always longer than one attempt and its lease, and than the
+    worst a job can take (waiting for a connection, ``begin`` and ``finish`` each up to Redis's
+    reply timeout, the attempt): arq drops a job it timed out, like one that raised."""
+    worst = SLOT_WAIT_S + 2 * REDIS_SOCKET_TIMEOUT_S + settings.GATEWAY_DELIVERY_TIMEOUT
+    return max(settings.GATEWAY_DELIVERY_TIMEOUT * 3, worst + LEASE_MARGIN_S)
 
 
 def breaker_policy(ctx: WorkerContext) -> BreakerPolicy:
