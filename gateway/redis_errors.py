@@ -13,17 +13,27 @@ from __future__ import annotations
 from redis.exceptions import DataError, ResponseError
 
 # Plain error replies that say "not now" rather than "never": a script running too long, a replica
-# cut off from its primary, a cluster or a failover in progress.
-_TRANSIENT_CODES = ("BUSY ", "MASTERDOWN ", "TRYAGAIN ", "CLUSTERDOWN ", "NOREPLICAS ", "LOADING ")
+# cut off from its primary, a cluster or a failover in progress, writes refused after a failed save
+# (a full or failing disk).
+_TRANSIENT_CODES = (
+    "BUSY ",
+    "MASTERDOWN ",
+    "TRYAGAIN ",
+    "CLUSTERDOWN ",
+    "NOREPLICAS ",
+    "LOADING ",
+    "MISCONF ",
+)
 
 
 def transient(exc: BaseException) -> bool:
     """True when the same call may well succeed later: Redis unreachable, timing out, loading,
     read-only (a demoted primary), out of memory, missing a script (restarted or flushed), refusing
-    our credentials or permissions (an operator's fix), busy. False for what would fail the same
-    way every time: a plain error reply (``ERR`` from a script that fails on this input,
-    ``WRONGTYPE``) and an argument Redis cannot take (``DataError``). Anything else (an
-    ``OSError``, redis-py's ``ConnectionError``/``TimeoutError``) is transient."""
+    our credentials or permissions (an operator's fix), busy, refusing writes after a failed save.
+    False for what would fail the same way every time: any other plain error reply (``ERR`` from a
+    script that fails on this input, ``WRONGTYPE``) and an argument Redis cannot take
+    (``DataError``). Anything else (an ``OSError``, redis-py's ``ConnectionError`` or
+    ``TimeoutError``) is transient."""
     if isinstance(exc, DataError):
         return False
     if type(exc) is ResponseError:

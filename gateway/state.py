@@ -43,6 +43,7 @@ def sentinel_hosts(settings: Settings) -> list[tuple[str, int]]:
 
 
 REDIS_SOCKET_TIMEOUT_S = 5.0  # how long a command's reply may take before it is an error
+REDIS_CONNECT_TIMEOUT_S = 2.0
 
 
 def make_redis(settings: Settings, *, socket_timeout: float | None = REDIS_SOCKET_TIMEOUT_S) -> Redis:
@@ -53,7 +54,7 @@ def make_redis(settings: Settings, *, socket_timeout: float | None = REDIS_SOCKE
     (callers already treat RedisError as "retry later"), not a restart."""
     options: dict[str, Any] = {
         "decode_responses": True,
-        "socket_connect_timeout": 2.0,
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
         "socket_timeout": socket_timeout,
         "health_check_interval": 15,
         "retry_on_timeout": False,

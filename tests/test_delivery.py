@@ -201,6 +201,41 @@ async def test_a_delivery_that_waits_for_the_workers_connection_is_put_off_not_f
     assert arrivals[1] - arrivals[0] >= 9.0 - 0.5
 
 
+async def test_an_entry_whose_only_delivery_is_put_off_is_acknowledged_with_it(
+    stack_factory: Callable[..., Any], endpoint: ScriptedEndpoint, redis: Redis
+) -> None:
+    """The inbox entry of a callback with one delivery is acknowledged by that attempt's record;
+    when the attempt is put off instead (no free connection), the entry is acknowledged with the
+    deferral, not left in the worker's hands until another claims and handles it again."""
+    stack: Stack = await stack_factory(WORKER_CONCURRENCY=1, GATEWAY_DELIVERY_TIMEOUT=5.0)
+    # The first event's attempt fails fast; its retry (an arq job) then holds the only connection.
+    endpoint.script = [Reply(500), Reply(200, delay=4.5)]
+    sub = await subscribe(stack, endpoint.url(), retry_schedule=[0, 0])
+    inbox = stack.settings.GATEWAY_KEY_PREFIX + "inbox"
+
+    async def in_hands() -> int:
+        summary = await redis.xpending(inbox, INBOX_GROUP)
+        return int(summary["pending"])
+
+    async def none_in_hands() -> bool:
+        return await in_hands() == 0
+
+    await trigger(stack)
+    await wait_until(lambda: len(endpoint.on("/hook")) >= 2)
+    await trigger(stack)  # its only delivery waits for the connection, then is put off
+    await wait_until(in_hands, timeout=5)
+    await wait_until(none_in_hands, timeout=5)  # acknowledged with the deferral, after ~2.5 s
+
+    async def both_delivered() -> bool:
+        return len((await deliveries(stack, subscription_id=sub["id"], status="succeeded"))["objects"]) == 2
+
+    await wait_until(both_delivered, timeout=30)
+    done = (await deliveries(stack, subscription_id=sub["id"], status="succeeded"))["objects"]
+    outcomes = sorted([a["outcome"] for a in d["attempts"]] for d in done)
+    assert outcomes == [["http_error", "success"], ["success"]]  # the deferral was not an attempt
+    assert len(endpoint.on("/hook")) == 3
+
+
 async def test_429_retry_after_is_honoured_within_bounds(
     stack_factory: Callable[..., Any], endpoint: ScriptedEndpoint
 ) -> None:

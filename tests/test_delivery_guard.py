@@ -199,7 +199,12 @@ async def test_waiting_for_a_connection_is_not_counted_in_the_attempt_deadline(
 
 
 async def test_an_exchange_that_never_gets_a_connection_is_not_made(endpoint: ScriptedEndpoint) -> None:
-    endpoint.script = [Reply(200, delay=0.8), Reply(200, delay=0.8)]
+    endpoint.script = [
+        Reply(200, delay=0.8),
+        Reply(200, delay=0.8),
+        Reply(200, delay=0.4),
+        Reply(200, delay=0.4),
+    ]
     async with webhook_client(
         Policy.build(allow_private=True), timeout=2.0, max_connections=2, slot_wait=0.2
     ) as client:
@@ -208,5 +213,6 @@ async def test_an_exchange_that_never_gets_a_connection_is_not_made(endpoint: Sc
         )
         assert sorted(type(a).__name__ for a in answers) == ["Answer", "Answer", "NoSlot"]
         assert len(endpoint.received) == 2  # the third was never sent
-        # The slots all came back: the pool serves again at once.
-        assert (await client.request("POST", endpoint.url(), body=b"{}")).status == 200
+        # Both slots came back (with one leaked, the second of these would wait 0.4 s: NoSlot).
+        again = await asyncio.gather(*(client.request("POST", endpoint.url(), body=b"{}") for _ in range(2)))
+        assert [a.status for a in again] == [200, 200]

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,3 +115,31 @@ async def test_what_fails_the_same_way_every_time_is_not_waited_out(private: Red
     names = [type(exc).__name__ for exc in seen]
     assert names == ["ResponseError", "ResponseError", "ResponseError", "DataError"]
     assert [transient(exc) for exc in seen] == [False] * len(seen)
+
+
+async def test_a_redis_refusing_writes_after_a_failed_save_is_waited_out(tmp_path: Path) -> None:
+    """A full or failing disk: the last background save failed, so Redis refuses writes (MISCONF,
+    a code redis-py does not type) until a save succeeds again. Here its directory is removed."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = EmbeddedRedis(directory=str(directory)).start()
+    client = Redis.from_url(server.url, decode_responses=True)
+    try:
+        await client.config_set("save", "3600 1")  # snapshots on: a failed one stops writes
+        shutil.rmtree(directory)
+        await client.bgsave()
+        for _ in range(250):
+            persistence = await client.info("persistence")
+            if not persistence["rdb_bgsave_in_progress"] and persistence["rdb_last_bgsave_status"] == "err":
+                break
+            await asyncio.sleep(0.02)
+        write = BatchingRedis(client).register_script(WRITE)
+        seen = [await error_of(client.set("k", "v")), await error_of(write(keys=["k"], args=["v"]))]
+        assert [type(exc) for exc in seen] == [ResponseError, ResponseError]
+        assert all(str(exc).startswith("MISCONF ") for exc in seen)
+        assert [transient(exc) for exc in seen] == [True, True]
+    finally:
+        with contextlib.suppress(RedisError):
+            await client.config_set("save", "")  # else its shutdown would try to save, and fail
+        await client.aclose()
+        server.stop()

@@ -23,8 +23,9 @@ round trip is ~50 µs of it (docs/performance.md).
 * Queue targets become an arq job whose id derives from the delivery and its cycle: reprocessing
   never enqueues twice, an explicit retry/replay (a new cycle) does.
 * A job that meets a transient Redis error (a dropped connection, a timeout, a failover) is run
-  again later by arq (``redis_trouble_retried``), never dropped: arq forgets a job that raised,
-  and its delivery would stay pending with nothing scheduled.
+  again later by arq (``redis_trouble_retried``) instead of being dropped: arq forgets a job that
+  raised, and its delivery would stay pending with nothing scheduled. (arq still drops a job after
+  ``JOB_MAX_TRIES``, a day of such errors, or one that outlives ``job_timeout``.)
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from gateway.events import envelope, iso_ms
 from gateway.netguard import ExchangeError, NoSlot
 from gateway.settings import Settings
 from gateway.signing import webhook_headers
-from gateway.state import REDIS_SOCKET_TIMEOUT_S
+from gateway.state import REDIS_CONNECT_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S
 from gateway.store.delivery import (
     DELIVER_JOB,
     OPERATOR_EVENT_JOB,
@@ -117,9 +118,10 @@ def lease_ttl_ms(ctx: WorkerContext) -> int:
 
 def job_timeout(settings: Settings) -> float:
     """arq's timeout for a delivery job: always longer than one attempt and its lease, and than the
-    worst a job can take (waiting for a connection, ``begin`` and ``finish`` each up to Redis's
-    reply timeout, the attempt): arq drops a job it timed out, like one that raised."""
-    worst = SLOT_WAIT_S + 2 * REDIS_SOCKET_TIMEOUT_S + settings.GATEWAY_DELIVERY_TIMEOUT
+    worst a job can take (waiting for a connection, ``begin`` and ``finish`` each up to a reconnect
+    and Redis's reply timeout, the attempt): arq drops a job it timed out, like one that raised."""
+    redis_call = REDIS_CONNECT_TIMEOUT_S + REDIS_SOCKET_TIMEOUT_S
+    worst = SLOT_WAIT_S + 2 * redis_call + settings.GATEWAY_DELIVERY_TIMEOUT
     return max(settings.GATEWAY_DELIVERY_TIMEOUT * 3, worst + LEASE_MARGIN_S)
 
 
@@ -200,8 +202,11 @@ async def run_begun(
         except NoSlot:
             # Not attempted: every connection of this worker stayed busy (slow endpoints
             # elsewhere). Nothing is counted against the endpoint; the same attempt runs again
-            # once the lease ``begin`` took has expired.
+            # once the lease ``begin`` took has expired. The inbox entry this attempt was to
+            # acknowledge with its record is acknowledged now: its work is scheduled.
             await _after_lease(ctx, dlv_id, begun)
+            if ack is not None:
+                await ctx.deliveries.ack_entry(*ack)
             log.info("delivery_deferred", delivery_id=dlv_id, reason="worker_busy", wait_ms=lease_ttl_ms(ctx))
             return "deferred"
         return await _finish(ctx, job, begun, result, ack)

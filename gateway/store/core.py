@@ -245,7 +245,6 @@ return popped
 """
 )
 
-# Every status, newest first, from the per-status indexes (no all-statuses index is kept).
 # KEYS: inbox. ARGV: group, consumer. Removes the consumer from the group only if it holds no
 # entry: XGROUP DELCONSUMER drops the entries a consumer holds, and nobody would claim them again.
 # Checked in the same script, so an entry read between a check and the delete cannot be lost.
@@ -255,6 +254,7 @@ redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
+# Every status, newest first, from the per-status indexes (no all-statuses index is kept).
 # KEYS: the per-status indexes. ARGV: offset, limit. Returns {total, api_id...}.
 # Ranks across sets without reading what precedes the page: a binary search finds the score s
 # with at most ``offset`` members above it, then each set gives its members from s down. Ties
