@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from gateway.embedded_redis import EmbeddedRedis, free_port
-from tests.reliability.harness import Proc, base_env, gateway_proc, wait_http, worker_proc
-from tests.support.receiver import WebhookReceiver
+from gateway.store import INBOX_GROUP
+from tests.reliability.harness import Proc, base_env, gateway_proc, ledger, wait_http, worker_proc
+from tests.support.receiver import WebhookReceiver, wait_until
 from tests.support.servers import ServerThread
 
 
@@ -47,6 +49,36 @@ class Rig:
     @property
     def hook(self) -> str:
         return self.receiver_server.url + "/hook"
+
+    async def all_delivered(self, ids: list[str], timeout: float = 120) -> None:
+        """Wait until every request's event arrived; if some never do, say where they are stuck
+        (their request, events, delivery records, leases, queued jobs, the inbox) before failing."""
+        try:
+            await wait_until(lambda: self.delivered() == len(ids), timeout=timeout)
+        except AssertionError:
+            print(await self.explain_missing(ids))
+            raise
+
+    async def explain_missing(self, ids: list[str], limit: int = 5) -> str:
+        missing = [i for i in ids if i not in ledger(self.receiver.received)["per_api"]]
+        lines = [f"{len(missing)} of {len(ids)} never delivered; the first {min(limit, len(missing))}:"]
+        redis = Redis.from_url(self.redis.url, decode_responses=True)
+        try:
+            p = self.prefix
+            held = (await redis.xpending(p + "inbox", INBOX_GROUP))["pending"]
+            lines.append(f"inbox: length {await redis.xlen(p + 'inbox')}, in workers' hands {held}")
+            lines.append(f"arq queue: {await redis.zcard(p + 'queue')} jobs")
+            for api_id in missing[:limit]:
+                lines.append(f"request {api_id}: {await redis.hgetall(p + 'req:' + api_id)}")
+                for event_id in await redis.lrange(p + "reqevents:" + api_id, 0, -1):
+                    for dlv in await redis.smembers(p + "evtdlv:" + event_id):
+                        record = await redis.hgetall(p + "dlv:" + dlv)
+                        lease = await redis.pttl(p + "lease:" + dlv)
+                        jobs = [j async for j in redis.zscan_iter(p + "queue", match=f"*{dlv}*")]
+                        lines.append(f"  {event_id} {dlv}: {record} lease_ttl_ms={lease} jobs={jobs}")
+        finally:
+            await redis.aclose()
+        return "\n".join(lines)
 
     def delivered(self) -> int:
         """Distinct events received so far. Polled every 20 ms while tens of thousands arrive, in

@@ -51,7 +51,7 @@ async def test_worker_killed_mid_delivery(rig: Rig, request: pytest.FixtureReque
     killed_at = rig.delivered()
     rig.worker()
     await sending
-    await wait_until(lambda: rig.delivered() == count, timeout=120)
+    await rig.all_delivered(ids)
     seen = check_nothing_lost(rig, ids, sender)
     report(
         "worker killed",
@@ -75,7 +75,7 @@ async def test_gateway_killed_while_callbacks_stream_in(rig: Rig, request: pytes
     await wait_until(lambda: len(sender.acked) >= count // 4, timeout=60)
     doomed.kill()
     await sending
-    await wait_until(lambda: rig.delivered() == count, timeout=120)
+    await rig.all_delivered(ids)
     seen = check_nothing_lost(rig, ids, sender)
     report(
         "gateway killed",
@@ -107,7 +107,7 @@ async def test_redis_restart(rig: Rig, request: pytest.FixtureRequest) -> None:
     await asyncio.sleep(1.0)
     rig.redis.start()  # same port, same directory: replays the AOF
     await sending
-    await wait_until(lambda: rig.delivered() == count, timeout=120)
+    await rig.all_delivered(ids)
     seen = check_nothing_lost(rig, ids, sender)
     assert ready.status_code == 503
     assert sender.failures["503"] + sum(v for k, v in sender.failures.items() if not k.isdigit()) > 0
