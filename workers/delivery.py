@@ -475,7 +475,7 @@ def redis_trouble_retried(job_ctx: dict[str, Any], **where: str) -> Iterator[Non
     cycle, attempt and lease; ``emit`` is once per event id), so running it again after a script
     that ran but whose reply was lost does no harm: at worst an attempt whose ``finish`` was lost
     is made again once its lease expired, with the same ``webhook-id``. An error that would recur
-    every time (``redis_errors.transient``) still fails the job, logged."""
+    every time (not ``redis_errors.transient``) still fails the job, logged by arq."""
     try:
         yield
     except (RedisError, OSError) as exc:
