@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from redis.asyncio import Redis
 
 from gateway.embedded_redis import EmbeddedRedis, free_port
 from gateway.store import INBOX_GROUP
-from tests.reliability.harness import Proc, base_env, gateway_proc, ledger, wait_http, worker_proc
+from tests.reliability.harness import Proc, Sender, base_env, gateway_proc, ledger, wait_http, worker_proc
 from tests.support.receiver import WebhookReceiver, wait_until
 from tests.support.servers import ServerThread
 
@@ -49,6 +50,21 @@ class Rig:
     @property
     def hook(self) -> str:
         return self.receiver_server.url + "/hook"
+
+    async def all_sent(
+        self, sending: asyncio.Task[None], sender: Sender, ids: list[str], timeout: float = 300
+    ) -> None:
+        """Wait for the sender to have every callback acknowledged (it retries each refused one up
+        to 60 times, backing off); if the gateway keeps refusing them, fail saying what it
+        answered and where the requests are, instead of waiting for hours."""
+        try:
+            await asyncio.wait_for(asyncio.shield(sending), timeout)
+        except TimeoutError:
+            sending.cancel()
+            unacked = [i for i in ids if i not in sender.acked]
+            print(f"sender: {len(sender.acked)} acknowledged, failures {dict(sender.failures)}")
+            print(await self.explain_missing(unacked))
+            raise AssertionError(f"{len(unacked)} callbacks still refused after {timeout:g} s") from None
 
     async def all_delivered(self, ids: list[str], timeout: float = 120) -> None:
         """Wait until every request's event arrived; if some never do, say where they are stuck

@@ -50,7 +50,7 @@ async def test_worker_killed_mid_delivery(rig: Rig, request: pytest.FixtureReque
     first.kill()  # SIGKILL: no chance to finish anything in flight
     killed_at = rig.delivered()
     rig.worker()
-    await sending
+    await rig.all_sent(sending, sender, ids)
     await rig.all_delivered(ids)
     seen = check_nothing_lost(rig, ids, sender)
     report(
@@ -74,7 +74,7 @@ async def test_gateway_killed_while_callbacks_stream_in(rig: Rig, request: pytes
     sending = asyncio.create_task(sender.send_all(ids))
     await wait_until(lambda: len(sender.acked) >= count // 4, timeout=60)
     doomed.kill()
-    await sending
+    await rig.all_sent(sending, sender, ids)
     await rig.all_delivered(ids)
     seen = check_nothing_lost(rig, ids, sender)
     report(
@@ -106,7 +106,7 @@ async def test_redis_restart(rig: Rig, request: pytest.FixtureRequest) -> None:
         ready = await client.get(rig.public_url + "/readyz")
     await asyncio.sleep(1.0)
     rig.redis.start()  # same port, same directory: replays the AOF
-    await sending
+    await rig.all_sent(sending, sender, ids)
     await rig.all_delivered(ids)
     seen = check_nothing_lost(rig, ids, sender)
     assert ready.status_code == 503
