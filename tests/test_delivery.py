@@ -145,7 +145,7 @@ async def test_a_retry_job_that_meets_redis_trouble_runs_again_instead_of_being_
     no read timeout, just waits): the job must be run again, not leave its delivery pending with
     nothing scheduled."""
     stack: Stack = await stack_factory(GATEWAY_DELIVERY_TIMEOUT=1.0)
-    pause_s = 6.5
+    pause_s = 8.0  # the worker has 3 s to send its finish for the 5 s read timeout to expire first
 
     def pause_writes() -> None:
         with SyncRedis.from_url(stack.settings.REDIS_URL) as admin:
