@@ -21,7 +21,6 @@ _TRANSIENT_CODES = (
     "TRYAGAIN ",
     "CLUSTERDOWN ",
     "NOREPLICAS ",
-    "LOADING ",
     "MISCONF ",
 )
 
