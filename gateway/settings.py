@@ -26,7 +26,12 @@ def _split_csv(value: object) -> object:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=True,
+        # `NAME=` (as .env.example has it) means unset: the default applies.
+        env_ignore_empty=True,
     )
 
     # --- state -------------------------------------------------------------------------------
@@ -55,6 +60,13 @@ class Settings(BaseSettings):
     GATEWAY_PUBLIC_URL: str = "http://127.0.0.1:8000"
     GATEWAY_API_KEYS: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     GATEWAY_VERIFY_SIGNATURES: bool = True
+    GATEWAY_SIGNATURE_VERSIONS: Annotated[list[Literal["v3", "v2"]], NoDecode] = Field(
+        default_factory=lambda: ["v3", "v2"], min_length=1
+    )
+    GATEWAY_ADMIN_PORT: int | None = Field(default=None, ge=1, le=65535)
+    GATEWAY_METRICS_TOKEN: SecretStr | None = None
+    GATEWAY_HEADER_TIMEOUT: float = Field(default=10.0, gt=0)
+    GATEWAY_MAX_CONNECTIONS: int = Field(default=2048, gt=0)
     GATEWAY_MAX_BODY_BYTES: int = Field(default=256 * 1024, gt=0)
     GATEWAY_BODY_READ_TIMEOUT: float = Field(default=10.0, gt=0)
     GATEWAY_DEFAULT_TIMEOUT: int = Field(default=3600, gt=0)
@@ -121,6 +133,12 @@ class Settings(BaseSettings):
     @classmethod
     def _keys_csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("GATEWAY_SIGNATURE_VERSIONS", mode="before")
+    @classmethod
+    def _versions_csv(cls, value: object) -> object:
+        value = _split_csv(value)
+        return [v.lower() for v in value] if isinstance(value, list) else value
 
     @field_validator("REDIS_SENTINELS", mode="before")
     @classmethod
