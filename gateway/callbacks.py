@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,12 +48,76 @@ def parse_form(raw: bytes) -> FormParams:
     return out
 
 
+# Bounds on what a JSON body may hold. Past them json.loads raises RecursionError (nesting) or
+# ValueError (over 4,300 digits), or returns what other parsers refuse (NaN, Infinity, 1e400).
+MAX_JSON_DEPTH = 64
+MAX_NUMBER_CHARS = 100
+
+
+_TOO_DEEP = object()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"number longer than {MAX_NUMBER_CHARS} characters")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text) if len(text) <= MAX_NUMBER_CHARS else math.inf
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:20]}")
+    return value
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key[:40]!r}")
+            seen.add(key)
+    return out
+
+
+def _depth(value: Any) -> int:
+    """The nesting depth of a parsed JSON value, walked without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
 def parse_json(raw: bytes) -> dict[str, Any]:
-    """A JSON object, or a 400 that says what is wrong (used for callbacks and API bodies)."""
+    """A JSON object, or a 400 that says what is wrong (used for callbacks and API bodies).
+
+    Stricter than ``json.loads``: no NaN/Infinity or numbers that overflow a double, no duplicate
+    keys, at most ``MAX_JSON_DEPTH`` levels and ``MAX_NUMBER_CHARS`` characters a number; so
+    anything stored re-encodes as JSON every other parser reads the same way."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(
+            raw, parse_constant=_no_constant, parse_int=_int, parse_float=_float, object_pairs_hook=_object
+        )
+    except RecursionError:
+        data = _TOO_DEEP  # nested far past MAX_JSON_DEPTH
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    if data is _TOO_DEEP or _depth(data) > MAX_JSON_DEPTH:
+        raise BadRequest(f"body is not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
     return data

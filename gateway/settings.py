@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+SignatureVersion = Literal["v3", "v2"]
+SIGNATURE_VERSIONS: tuple[SignatureVersion, ...] = ("v3", "v2")
 DEFAULT_RETRY_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
 
 
@@ -60,8 +62,8 @@ class Settings(BaseSettings):
     GATEWAY_PUBLIC_URL: str = "http://127.0.0.1:8000"
     GATEWAY_API_KEYS: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     GATEWAY_VERIFY_SIGNATURES: bool = True
-    GATEWAY_SIGNATURE_VERSIONS: Annotated[list[Literal["v3", "v2"]], NoDecode] = Field(
-        default_factory=lambda: ["v3", "v2"], min_length=1
+    GATEWAY_SIGNATURE_VERSIONS: Annotated[list[SignatureVersion], NoDecode] = Field(
+        default_factory=lambda: list(SIGNATURE_VERSIONS), min_length=1
     )
     GATEWAY_ADMIN_PORT: int | None = Field(default=None, ge=1, le=65535)
     GATEWAY_METRICS_TOKEN: SecretStr | None = None

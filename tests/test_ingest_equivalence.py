@@ -95,9 +95,10 @@ def test_verified_nonce_accepts_each_signature_kind() -> None:
     p = {"api_id": "a1", "Tag": ["b", "a"]}
 
     def check(headers: dict[bytes, str], method: str = "POST") -> str | None:
-        return signatures.verified_nonce(
+        found = signatures.verify(
             method, "/callbacks/plivo", "cg_ref=r1", None if method == "GET" else p, headers
         )
+        return found and f"{found.version}:{found.replay_key}"
 
     v3 = sign_v3("POST", url, p, "n1", "own-token")
     assert check({b"x-plivo-signature-v3": v3, b"x-plivo-signature-v3-nonce": "n1"})
@@ -112,10 +113,49 @@ def test_verified_nonce_accepts_each_signature_kind() -> None:
     assert not check({b"x-plivo-signature-v2": v2, b"x-plivo-signature-v2-nonce": "n3"})
     assert not check({b"x-plivo-signature-v3": v3})  # no nonce
     assert not check({})
-    # The identity differs per signature, so a replay is recognised and a retry is not.
+    # The replay key is (version, nonce): a replay is recognised however the header is spelt,
+    # and a retry (Plivo signs it with a new nonce) is not.
     again = check({b"x-plivo-signature-v3": v3, b"x-plivo-signature-v3-nonce": "n1"})
-    assert again == check({b"x-plivo-signature-v3": v3, b"x-plivo-signature-v3-nonce": "n1"})
+    assert again is not None and again.startswith("v3:")
+    for spelling in (f"{v3},x", f"junk,{v3}", f"{v3},,", f" {v3} "):
+        assert check({b"x-plivo-signature-v3": spelling, b"x-plivo-signature-v3-nonce": "n1"}) == again
+    assert check({b"x-plivo-signature-ma-v3": ma, b"x-plivo-signature-v3-nonce": "n1"}) == again
     assert again != check({b"x-plivo-signature-v2": v2, b"x-plivo-signature-v2-nonce": "n2"})
+    v2_again = check({b"x-plivo-signature-v2": v2, b"x-plivo-signature-v2-nonce": "n2"})
+    assert check({b"x-plivo-signature-v2": f"junk,{v2},", b"x-plivo-signature-v2-nonce": "n2"}) == v2_again
+
+
+def test_v3_headers_decide_over_v2() -> None:
+    """A valid V2 pair does not vouch for a callback whose V3 headers fail: V2 signs no body."""
+    public = "https://gw.example.com"
+    signatures = Signatures(_settings(public))
+    url = public + "/callbacks/plivo"
+    v2 = {b"x-plivo-signature-v2": sign_v2(url, "n2", "own-token"), b"x-plivo-signature-v2-nonce": "n2"}
+    assert signatures.verify("POST", "/callbacks/plivo", "", {"a": "1"}, v2) is not None
+    junk_v3 = {**v2, b"x-plivo-signature-v3": "junk", b"x-plivo-signature-v3-nonce": "n3"}
+    assert signatures.verify("POST", "/callbacks/plivo", "", {"a": "1"}, junk_v3) is None
+    assert (
+        signatures.verify(
+            "POST", "/callbacks/plivo", "", {"a": "1"}, {**v2, b"x-plivo-signature-v3-nonce": "n"}
+        )
+        is None
+    )
+
+
+def test_signature_versions_setting_refuses_v2() -> None:
+    public = "https://gw.example.com"
+    url = public + "/callbacks/plivo"
+    v2 = {b"x-plivo-signature-v2": sign_v2(url, "n2", "own-token"), b"x-plivo-signature-v2-nonce": "n2"}
+    v3 = {
+        b"x-plivo-signature-v3": sign_v3("POST", url, {"a": "1"}, "n3", "own-token"),
+        b"x-plivo-signature-v3-nonce": "n3",
+    }
+    only_v3 = Signatures(_settings(public, GATEWAY_SIGNATURE_VERSIONS="v3"))
+    assert only_v3.verify("POST", "/callbacks/plivo", "", {"a": "1"}, v2) is None
+    assert only_v3.verify("POST", "/callbacks/plivo", "", {"a": "1"}, v3) is not None
+    only_v2 = Signatures(_settings(public, GATEWAY_SIGNATURE_VERSIONS="v2"))
+    assert only_v2.verify("POST", "/callbacks/plivo", "", {"a": "1"}, v3) is None
+    assert only_v2.verify("POST", "/callbacks/plivo", "", {"a": "1"}, v2) is not None
 
 
 def test_a_key_without_token_matches_nothing() -> None:

@@ -47,6 +47,8 @@ async def handle_entry(
     if entry.get("t") == "timeout":
         return await _timed_out(ctx, str(entry["api_id"]), int(entry["at"]), ack)
     cb_id = str(entry["cb"])
+    if "perr" in entry:
+        return await _unparsed(ctx, cb_id, raw, entry, ack)
     params = entry.get("p") or {}
     c = classify(cb_id, params, parse_form(str(entry.get("q", "")).encode()))
     # The subscriptions that want this event type are read alongside the correlation: the two
@@ -71,6 +73,21 @@ async def handle_entry(
         # Storing the event also wakes whoever waits on the request (?wait=, SSE).
         deliver = corr.outcome != "stale"
         return await fan_out(ctx, event, corr.targets, deliver=deliver, subscriptions=subscriptions, ack=ack)
+
+
+async def _unparsed(
+    ctx: WorkerContext, cb_id: str, raw: str, entry: dict[str, Any], ack: tuple[str, str, str] | None
+) -> bool:
+    """A signed callback whose payload did not parse (kept raw by the receiver): nothing can
+    correlate it, so it is unmatched at once, listed with the unmatched callbacks, and its event
+    carries the payload as it came and why it did not parse."""
+    corr = await ctx.store.correlate(f"none:{cb_id}", cb_id, raw, kind="unknown", final=True)
+    metrics.child(metrics.CALLBACKS, corr.outcome).inc()
+    log.warning("callback_unparsed", cb=cb_id, error=entry["perr"])
+    data: dict[str, Any] = {k: entry[k] for k in ("raw", "raw_b64") if k in entry}
+    data.update(error=entry["perr"], query=entry.get("q", ""), method=entry.get("m", ""))
+    event = envelope(event_id_for(cb_id), "callback.unmatched", int(entry["at"]), None, {}, data)
+    return await fan_out(ctx, event, [], ack=ack)
 
 
 @contextlib.asynccontextmanager

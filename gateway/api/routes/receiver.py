@@ -21,9 +21,11 @@ the 2-core bench machine, EVALSHA with a 300-byte argument).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -81,17 +83,28 @@ _NOT_STORED = metrics.CALLBACKS.labels("not_stored")
 _entry_json = json.JSONEncoder(ensure_ascii=False).encode
 
 
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A callback's valid signature: its version and the key that refuses its replay."""
+
+    version: str  # v3 | v2
+    replay_key: str
+
+
 class Signatures:
     """Which Plivo signature on a callback is valid, for the configured tokens and public URL.
 
     The URL is rebuilt from GATEWAY_PUBLIC_URL, never from the Host header: behind a proxy the URL
-    Plivo signed is the public one. ``-Ma-`` headers are signed with the main account's token."""
+    Plivo signed is the public one. ``-Ma-`` headers are signed with the main account's token.
+    When a callback carries V3 headers, V3 alone decides: a failed V3 check is not retried as V2
+    (V2 signs no body, so a seen V2 header pair must not vouch for a body sent with junk V3)."""
 
     def __init__(self, settings: Settings) -> None:
         own = settings.PLIVO_AUTH_TOKEN.get_secret_value()
         self.own = Key(own)
         self.main = Key(settings.PLIVO_MAIN_AUTH_TOKEN.get_secret_value() or own)
         self.public = settings.GATEWAY_PUBLIC_URL
+        self.versions = frozenset(settings.GATEWAY_SIGNATURE_VERSIONS)
         self._bases: dict[str, str] = {}
 
     def url_parts(self, path: str, query: str) -> tuple[str, str]:
@@ -104,29 +117,50 @@ class Signatures:
             base = self._bases[path] = split_url(url)[0]
         return base, query
 
-    def verified_nonce(
+    def verify(
         self, method: str, path: str, query: str, params: dict[str, Any] | None, headers: dict[bytes, str]
-    ) -> str | None:
-        """The identity of the valid signature (a hash of nonce and signatures, which lets the
-        store refuse a replayed request), or None if no signature is valid."""
-        base, signed_query = self.url_parts(path, query)
+    ) -> Verified | None:
+        """The valid signature's version and replay key, or None if no accepted signature is valid.
+
+        The replay key is (version, nonce) whatever the header's spelling: the signature header
+        may list several signatures (any may match), so its text is not an identity."""
         nonce = headers.get(b"x-plivo-signature-v3-nonce", "")
         v3, v3_ma = headers.get(b"x-plivo-signature-v3", ""), headers.get(b"x-plivo-signature-ma-v3", "")
-        if nonce and (v3 or v3_ma):
+        if nonce or v3 or v3_ma:
+            if "v3" not in self.versions or not nonce:
+                return None
+            base, signed_query = self.url_parts(path, query)
             message = f"{v3_string_from_parts(method, base, signed_query, params)}.{nonce}"
             if self.own.matches(message, v3) or self.main.matches(message, v3_ma):
-                return _nonce_id("v3", nonce, v3 + v3_ma)
+                return Verified("v3", _replay_key("v3", nonce))
+            return None
         nonce = headers.get(b"x-plivo-signature-v2-nonce", "")
         v2, v2_ma = headers.get(b"x-plivo-signature-v2", ""), headers.get(b"x-plivo-signature-ma-v2", "")
-        if nonce and (v2 or v2_ma):
-            message = base + nonce
+        if nonce and (v2 or v2_ma) and "v2" in self.versions:
+            message = self.url_parts(path, query)[0] + nonce
             if self.own.matches(message, v2) or self.main.matches(message, v2_ma):
-                return _nonce_id("v2", nonce, v2 + v2_ma)
+                return Verified("v2", _replay_key("v2", nonce))
         return None
 
 
-def _nonce_id(version: str, nonce: str, signatures: str) -> str:
-    return hashlib.sha256(f"{version}|{nonce}|{signatures}".encode()).hexdigest()[:32]
+def _replay_key(version: str, nonce: str) -> str:
+    return hashlib.sha256(f"{version}|{nonce}".encode()).hexdigest()[:32]
+
+
+def _raw_entry(
+    entry: dict[str, Any], payload: str | bytes, problem: GatewayError
+) -> tuple[str, dict[str, Any]]:
+    """A signed callback whose payload did not parse, kept as it came: ``raw`` (text, or
+    ``raw_b64`` when it is not UTF-8) and ``perr``, why it did not parse. Its identity is the
+    payload's, so Plivo's retries of it are duplicates."""
+    field, value = "raw", payload
+    if isinstance(payload, bytes):
+        try:
+            value = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            field, value = "raw_b64", base64.b64encode(payload).decode("ascii")
+    cb_id = callback_id(entry["q"], {field: value})
+    return cb_id, {**entry, "cb": cb_id, "enc": "raw", field: value, "perr": problem.message}
 
 
 def _headers(scope: Scope) -> dict[bytes, str]:
@@ -193,26 +227,62 @@ class Receiver:
         await send(_OK_BODY)
 
     async def receive(self, scope: Scope, receive: Receive) -> None:
-        """Take a callback from Plivo: verify its signature, store it durably (then 200)."""
+        """Take a callback from Plivo: verify its signature, store it durably (then 200).
+
+        A payload that does not parse (bad JSON, an unknown content type, too many fields) is
+        refused with its 4xx unless its signature verifies without it (V2 signs no body; V3
+        then as a POST without params): a callback Plivo signed is never refused into oblivion,
+        since Plivo stops retrying; it is stored raw and surfaces as ``callback.unmatched``."""
         method: str = scope["method"]
         headers = _headers(scope)
         try:
             query = _query(scope)
-            encoding, params = await self._params(method, query, headers, receive)
+            raw = b"" if method == "GET" else await self._body(headers, receive)
         except GatewayError:
             _REJECTED.inc()
             raise
-        is_get = method == "GET"
-        nonce_id = ""
-        if self.signatures is not None:
-            path = scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
-            found = self.signatures.verified_nonce(method, path, query, None if is_get else params, headers)
-            if found is None:
-                _BAD_SIGNATURE.inc()
-                log.warning("callback_rejected", reason="bad_signature")
-                raise Forbidden("signature missing or invalid")
-            nonce_id = found if self.nonces else ""
-        cb_id = callback_id("" if is_get else query, params)
+        odd: GatewayError | None = None
+        try:
+            encoding, params = self._parse(method, query, headers, raw)
+        except GatewayError as exc:
+            encoding, params, odd = "raw", {}, exc
+        version, replay_key = self._verify(
+            scope, method, query, params if odd is None else None, headers, odd
+        )
+        cb_id, entry = self._entry(method, query, encoding, params, version)
+        if odd is not None:
+            cb_id, entry = _raw_entry(entry, query if method == "GET" else raw, odd)
+        await self._store(cb_id, _entry_json(entry), replay_key)
+
+    def _verify(
+        self,
+        scope: Scope,
+        method: str,
+        query: str,
+        params: dict[str, Any] | None,
+        headers: dict[bytes, str],
+        odd: GatewayError | None,
+    ) -> tuple[str, str]:
+        """(signature version, replay key) of a valid signature, ``("", "")`` with verification
+        off; otherwise the callback is refused: with its parse error if it had one, else 403."""
+        if self.signatures is None:
+            return "", ""
+        path = scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+        found = self.signatures.verify(method, path, query, None if method == "GET" else params, headers)
+        if found is None:
+            if odd is not None:
+                _REJECTED.inc()
+                raise odd
+            _BAD_SIGNATURE.inc()
+            log.warning("callback_rejected", reason="bad_signature")
+            raise Forbidden("signature missing or invalid")
+        return found.version, found.replay_key if self.nonces else ""
+
+    @staticmethod
+    def _entry(
+        method: str, query: str, encoding: str, params: dict[str, Any], version: str
+    ) -> tuple[str, dict[str, Any]]:
+        cb_id = callback_id("" if method == "GET" else query, params)
         entry = {
             "cb": cb_id,
             "at": int(time.time() * 1000),
@@ -221,8 +291,13 @@ class Receiver:
             "enc": encoding,
             "p": params,
         }
+        if version:
+            entry["sv"] = version
+        return cb_id, entry
+
+    async def _store(self, cb_id: str, entry_json: str, replay_key: str) -> None:
         try:
-            stored = await self._ingest(cb_id, _entry_json(entry), nonce_id)
+            stored = await self._ingest(cb_id, entry_json, replay_key)
         except (RedisError, OSError) as exc:
             _NOT_STORED.inc()
             log.error("callback_not_stored", cb=cb_id, error=type(exc).__name__)
@@ -239,18 +314,19 @@ class Receiver:
             _DUPLICATE.inc()
             log.info("callback", cb=cb_id, outcome="duplicate")
 
-    async def _params(
-        self, method: str, query: str, headers: dict[bytes, str], receive: Receive
-    ) -> tuple[str, dict[str, Any]]:
-        if method == "GET":
-            return "query", parse_form(query.encode("utf-8"))
+    async def _body(self, headers: dict[bytes, str], receive: Receive) -> bytes:
         settings = self.settings
-        raw = await receive_limited(
+        return await receive_limited(
             receive,
             headers.get(b"content-length"),
             settings.GATEWAY_MAX_BODY_BYTES,
             settings.GATEWAY_BODY_READ_TIMEOUT,
         )
+
+    @staticmethod
+    def _parse(method: str, query: str, headers: dict[bytes, str], raw: bytes) -> tuple[str, dict[str, Any]]:
+        if method == "GET":
+            return "query", parse_form(query.encode("utf-8"))
         kind = media_type_of(headers.get(b"content-type", ""))
         if kind == FORM or (not kind and not raw):
             return "form", parse_form(raw)
