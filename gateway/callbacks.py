@@ -162,6 +162,7 @@ class Correlatable:
     seq: str
     links: list[str]
     event_type: str
+    ref: str = ""  # a result's callback-URL ref, next to its api_id (the fallback key)
 
 
 def classify(cb_id: str, params: dict[str, Any], query: FormParams) -> Correlatable:
@@ -177,9 +178,9 @@ def classify(cb_id: str, params: dict[str, Any], query: FormParams) -> Correlata
         return Correlatable("call", f"call:{request_uuid}", "", [], "call.status")
     links = [f"msg:{u}" for u in uuid_list(params.get("message_uuid"))]
     links += [f"call:{u}" for u in uuid_list(params.get("request_uuid"))]
-    if api_id:
-        return Correlatable("result", f"api:{api_id}", "", links, "request.completed")
     ref = _scalar(query.get(REF_PARAM)) or _scalar(params.get(REF_PARAM))
+    if api_id:
+        return Correlatable("result", f"api:{api_id}", "", links, "request.completed", ref)
     if ref:
         return Correlatable("result", f"ref:{ref}", "", links, "request.completed")
     return Correlatable("unknown", f"none:{cb_id}", "", [], "callback.unmatched")

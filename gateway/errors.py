@@ -12,6 +12,7 @@ GatewayError (500)
 ├── RateLimited (429)         carries ``retry_after``
 ├── UpstreamError (status)    Plivo answered 4xx: its status and its ``error`` text, unchanged
 ├── BadGateway (502)          Plivo unreachable or failing after bounded retries
+│   ├── OutcomeUnknown        a create may or may not have been carried out: never resent
 │   └── AcceptedNotRecorded   Plivo accepted, Redis could not record it: do not resend
 └── Unavailable (503)         Redis unreachable: nothing was stored, the caller should retry
 """
@@ -98,6 +99,13 @@ class UpstreamError(GatewayError):
 class BadGateway(GatewayError):
     status_code = 502
     default_message = "upstream unavailable"
+
+
+class OutcomeUnknown(BadGateway):
+    """A create reached Plivo, or may have, and no usable answer came back (5xx, timeout, reset):
+    Plivo may have carried it out, so it must not be sent again."""
+
+    default_message = "upstream outcome unknown"
 
 
 class AcceptedNotRecorded(BadGateway):

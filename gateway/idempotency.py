@@ -5,8 +5,12 @@ The first caller claims the key (one script: HSETNX + lease TTL) and calls upstr
 the same key wait for its answer and return it. A different body under the same key is 422.
 Keys are scoped to the API key that used them. What is remembered:
 
-* success (202) and Plivo's final refusals (4xx): kept for ``GATEWAY_IDEMPOTENCY_TTL``;
-* transient failures (429, 502, 503, a crash): the claim is released so that a retry goes ahead.
+* success (202), Plivo's final refusals (4xx) and an unknown outcome (502 with ``status:
+  unknown``: the request may have been carried out, gateway.upstream): kept for
+  ``GATEWAY_IDEMPOTENCY_TTL``, so a retry gets the same answer and sends nothing (Stripe keeps
+  the result of a request that began executing, failures included);
+* failures that provably sent nothing (429, a connection never established, Redis down before
+  the send, a crash before it): the claim is released so that a retry goes ahead.
 
 A process that dies mid-call leaves its claim until the lease (the longest an upstream call can
 take) runs out; after that a retry is sent upstream again: the one case where Plivo may see the

@@ -11,8 +11,11 @@ Knobs for tests, set with ``POST /_sandbox/config`` (JSON, merged into the curre
 * ``delay`` seconds before the callback; ``encoding`` ``form`` | ``json``; ``duplicates`` extra
   copies of each callback; ``callback_first`` sends (and awaits) the callback before replying;
   ``signature`` ``auto`` | ``v3`` | ``v2`` | ``none`` | ``bad``; ``status_callbacks`` on/off;
-  ``replies``: a list of canned replies (``{"status", "error", "retry_after"}``) used one per request
-  before normal service resumes; ``sync_status`` / ``async_status`` the HTTP status of replies.
+  ``replies``: a list of canned replies (``{"status", "error", "retry_after", "executed", "sleep"}``)
+  used one per request before normal service resumes (``executed``: the request is carried out all
+  the same, callbacks included, as when Plivo acts and then fails to answer; ``sleep``: seconds
+  before answering, past the client's read timeout to make one); ``sync_status`` /
+  ``async_status`` the HTTP status of replies.
 
 ``GET /_sandbox/requests`` lists what arrived (with monotonic timestamps) and
 ``GET /_sandbox/callbacks`` what was sent back and how the gateway answered.
@@ -216,13 +219,21 @@ async def _read_params(request: Request, api_id: str) -> dict[str, Any] | JSONRe
     return params
 
 
-def _canned(st: SandboxState, api_id: str) -> JSONResponse | None:
+@dataclass(frozen=True, slots=True)
+class Canned:
+    response: JSONResponse
+    executed: bool  # the request is carried out (callbacks and all), the canned reply comes back
+    sleep: float  # seconds before the reply (longer than the client's read timeout: a timeout)
+
+
+def _canned(st: SandboxState, api_id: str) -> Canned | None:
     if not st.config["replies"]:
         return None
     canned = st.config["replies"].pop(0)
     headers = {"Retry-After": str(canned["retry_after"])} if "retry_after" in canned else None
     body = {"api_id": api_id, "error": canned.get("error", "canned failure")}
-    return _reply(int(canned["status"]), body, headers)
+    response = _reply(int(canned.get("status", 200)), body, headers)
+    return Canned(response, bool(canned.get("executed")), float(canned.get("sleep", 0)))
 
 
 def _missing(resource: str, params: dict[str, Any]) -> str | None:
@@ -251,13 +262,15 @@ async def _handle(
         }
     )
     canned = _canned(st, api_id)
-    if canned is not None:
-        return canned
+    if canned is not None and canned.sleep:
+        await asyncio.sleep(canned.sleep)
+    if canned is not None and not canned.executed:
+        return canned.response
     missing = _missing(resource, params)
     if missing:
         return _reply(400, {"api_id": api_id, "error": f"{missing} parameter is missing"})
     result = _result(resource, params, api_id)
-    if "callback_url" not in params:
+    if canned is None and "callback_url" not in params:
         return _reply(int(st.config["sync_status"]), result)
     if st.config["callback_first"]:
         await _deliver_all(st, http, resource, params, result, 0)
@@ -267,6 +280,8 @@ async def _handle(
         )
         st.tasks.add(task)
         task.add_done_callback(st.tasks.discard)
+    if canned is not None:
+        return canned.response
     reply = {"api_id": api_id, "message": "async api spawned"}
     return _reply(int(st.config["async_status"]), reply)
 

@@ -129,7 +129,8 @@ async def test_every_documented_operation_answers_in_its_documented_shape(stack_
             check(doc, method, template, bad)
 
 
-async def test_body_errors_are_documented_and_shaped(stack: Stack) -> None:
+async def test_body_errors_are_documented_and_shaped(stack_factory: Any) -> None:
+    stack: Stack = await stack_factory()
     doc = (await stack.client.get(stack.gateway.url + "/openapi.json")).json()
     url = stack.gateway.url + "/v1/requests"
     form = await stack.client.post(url, data={"resource": "Call/"}, headers=stack.auth)
@@ -150,8 +151,13 @@ async def test_body_errors_are_documented_and_shaped(stack: Stack) -> None:
     check(doc, "post", "/v1/requests", reused)
     await stack.configure_sandbox(replies=[{"status": 500, "error": "boom"}])
     failed = await stack.submit({"resource": "Call/", "params": CALL})
-    check_error(failed, 502)
+    assert failed.status_code == 502
+    assert set(failed.json()) == {"api_id", "error", "status", "ref"}  # an unknown outcome
     check(doc, "post", "/v1/requests", failed)
+    unreachable = await stack_factory(worker=False, PLIVO_API_URL=f"http://127.0.0.1:{free_port()}")
+    refused = await unreachable.submit({"resource": "Call/", "params": CALL})
+    check_error(refused, 502)
+    check(doc, "post", "/v1/requests", refused)
 
 
 async def test_unknown_routes_and_methods_are_plivo_shaped(stack: Stack) -> None:

@@ -56,7 +56,7 @@ async def handle_entry(
     matching = ctx.deliveries.matching_subscriptions_soon(c.event_type)
     try:
         corr = await ctx.store.correlate(
-            c.ckey, cb_id, raw, kind=c.kind, seq=c.seq, links=c.links, final=final
+            c.ckey, cb_id, raw, kind=c.kind, seq=c.seq, links=c.links, final=final, ref=c.ref
         )
     finally:
         subscriptions = await matching  # queued already: never left unawaited

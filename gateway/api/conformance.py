@@ -26,6 +26,20 @@ ERROR_SCHEMA: dict[str, Any] = {
     "required": ["api_id", "error"],
     "additionalProperties": False,
 }
+# A create sent upstream without a usable answer (gateway.upstream.OutcomeUnknown): 502 with the
+# ref under which the request is kept (GET /v1/requests/{ref}).
+UNKNOWN_SCHEMA: dict[str, Any] = {
+    "title": "UnknownOutcome",
+    "type": "object",
+    "properties": {
+        "api_id": {"type": "string"},
+        "error": {"type": "string"},
+        "status": {"const": "unknown"},
+        "ref": {"type": "string"},
+    },
+    "required": ["api_id", "error", "status", "ref"],
+    "additionalProperties": False,
+}
 SUCCESS_SCHEMA: dict[str, Any] = {
     "title": "Success",
     "type": "object",
@@ -43,7 +57,8 @@ ERRORS = {
     422: "Idempotency-Key reused with another body.",
     429: "Rate limit reached; see Retry-After.",
     500: "Unexpected error; its api_id is in the gateway's log.",
-    502: "Plivo unreachable or failing after bounded retries.",
+    502: "Plivo unreachable or failing after bounded retries; for a submit, also a create whose "
+    "outcome is unknown (kept with status unknown under `ref`, never resent).",
     503: "Redis unavailable: nothing was stored; retry later.",
 }
 # Operations that read a JSON body (413, 415) or call Plivo (502); the submit alone can answer 422.
@@ -90,6 +105,7 @@ def document(schema: dict[str, Any]) -> None:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components["Error"] = ERROR_SCHEMA
     components["Success"] = SUCCESS_SCHEMA
+    components["UnknownOutcome"] = UNKNOWN_SCHEMA
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
     error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
@@ -102,6 +118,11 @@ def document(schema: dict[str, Any]) -> None:
             _document_successes(responses)
             for code in error_codes(method, path):
                 responses[str(code)] = {"description": ERRORS[code], "content": error_ref}
+            if (method, path) == ("post", "/v1/requests"):
+                either = {
+                    "oneOf": [{"$ref": f"#/components/schemas/{n}"} for n in ("Error", "UnknownOutcome")]
+                }
+                responses["502"]["content"] = {"application/json": {"schema": either}}
 
 
 def _allowed_methods(request: Request) -> str:

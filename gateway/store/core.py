@@ -130,7 +130,10 @@ end
 """
 
 # ARGV: prefix, ckey, cb_id, entry_json, now_ms, grace_ms, kind, seq, link_ttl_s, retention_s,
-#       final ('1' when the grace period is over), then link ckeys to create on completion.
+#       final ('1' when the grace period is over), ref (the callback URL's, or ''), then link ckeys
+#       to create on completion. A result carrying both an api_id and a ref falls back to the ref
+#       when no request has that api_id (one whose upstream reply was lost is kept under its ref)
+#       and is parked under the ref, where both kinds of request look on submit.
 # Keys are derived inside the script from the prefix because the request key is only known
 # after resolving the link (a Redis Cluster deployment keeps all keys in one slot; see docs).
 _CORRELATE = (
@@ -140,7 +143,7 @@ _CORRELATE = (
     + """
 local p, ckey, cb, entry = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now, grace, kind, seq = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
-local link_ttl, retention, final = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11]
+local link_ttl, retention, final, ref = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11], ARGV[12]
 local api_id
 if string.sub(ckey, 1, 4) == 'api:' then
   api_id = string.sub(ckey, 5)
@@ -150,15 +153,20 @@ elseif string.sub(ckey, 1, 5) ~= 'none:' then
   api_id = redis.call('GET', p .. 'link:' .. ckey)
 end
 local rkey = api_id and (p .. 'req:' .. api_id) or nil
+if ref ~= '' and (not rkey or redis.call('EXISTS', rkey) == 0) then
+  api_id = ref_lookup(p, ref, now, link_ttl)
+  rkey = api_id and (p .. 'req:' .. api_id) or nil
+end
 if not rkey or redis.call('EXISTS', rkey) == 0 then
   if final == '1' then
     redis.call('ZADD', p .. 'unmatched_log', now, 'evt_' .. cb)
     return {'unmatched', '', '', '', '', ''}
   end
-  local pkey = p .. 'park:' .. ckey
+  local park = ref ~= '' and ('ref:' .. ref) or ckey
+  local pkey = p .. 'park:' .. park
   redis.call('RPUSH', pkey, entry)
   redis.call('PEXPIRE', pkey, grace + retention * 1000)
-  redis.call('ZADD', p .. 'unmatched', 'NX', now + grace, ckey)
+  redis.call('ZADD', p .. 'unmatched', 'NX', now + grace, park)
   return {'parked', '', '', '', '', ''}
 end
 local info = redis.call('HMGET', rkey, 's', 'b', 'd', 't', 'r', 'a')
@@ -176,7 +184,7 @@ if kind == 'result' then
     -- Its entry in due:{timeout} stays; the sweep skips it when its deadline comes.
     redis.call('EXPIRE', rkey, retention)
     move(p, api_id, status, 'completed', info[6])
-    for i = 12, #ARGV do
+    for i = 13, #ARGV do
       local lk = ARGV[i]
       redis.call('SET', p .. 'link:' .. lk, api_id, 'EX', link_ttl)
       local pk = p .. 'park:' .. lk
@@ -228,9 +236,9 @@ for _, timeout in ipairs(redis.call('ZRANGEBYSCORE', p .. 'due', '-inf', now, 'L
     end
     redis.call('LPOP', queue)
     popped = popped + 1
-    if info[2] and not info[1] then
+    if info[2] and (not info[1] or info[1] == 'unknown') then
       redis.call('HSET', rkey, 's', 'timed_out', 'o', now)
-      move(p, api_id, 'pending', 'timed_out', info[2])
+      move(p, api_id, info[1] or 'pending', 'timed_out', info[2])
       redis.call('XADD', p .. 'inbox', '*', 'e',
                  cjson.encode({t = 'timeout', api_id = api_id, at = now}))
     end
@@ -342,7 +350,9 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window - now)
 """
 
-STATUSES = ("pending", "completed", "timed_out")
+# ``unknown``: sent upstream, no usable answer (gateway.upstream.OutcomeUnknown); kept under its ref,
+# it completes if its callback comes and times out like a pending request if none does.
+STATUSES = ("pending", "completed", "timed_out", "unknown")
 
 # Logical field name (what callers of the store see) -> field inside ``req:{api_id}``.
 FIELDS = {
@@ -357,6 +367,7 @@ FIELDS = {
     "result_cb": "b",  # its callback id
     "completed_at": "c",  # ms
     "timed_out_at": "o",  # ms
+    "upstream_error": "e",  # why the outcome is unknown (status unknown only)
 }
 _DEFAULTS = {"status": "pending", "method": "POST", "metadata": "{}", "targets": "[]"}
 REF_BUCKETS_HEX = 3  # 4,096 ref buckets per hour
@@ -435,6 +446,8 @@ class NewRequest:
     timeout_s: int
     ref: str
     traceparent: str = ""  # W3C trace context of the submit (gateway.tracing), "" when off
+    status: str = "pending"  # or "unknown" (then api_id is the ref)
+    upstream_error: str = ""
 
 
 class Store:
@@ -504,10 +517,14 @@ class Store:
             fields["t"] = pack_targets(req.targets)
         if req.traceparent:
             fields["p"] = req.traceparent
+        if req.status != "pending":
+            fields["s"] = req.status
+        if req.upstream_error:
+            fields["e"] = req.upstream_error
         flat: list[str | int] = [v for pair in fields.items() for v in pair]
         keys = [
             self.key("req", req.api_id),
-            self.key("requests", "pending"),
+            self.key("requests", req.status),
             self.key("due"),
             self.key("due", str(req.timeout_s)),
             self.inbox,
@@ -562,6 +579,7 @@ class Store:
         seq: str = "",
         links: list[str] | None = None,
         final: bool = False,
+        ref: str = "",
     ) -> Correlation:
         args: list[str | int] = [
             self.prefix,
@@ -575,6 +593,7 @@ class Store:
             self.retention,
             self.retention,
             "1" if final else "0",
+            ref,
             *(links or []),
         ]
         raw = await self._correlate(keys=[], args=args)

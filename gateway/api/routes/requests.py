@@ -7,6 +7,7 @@ import hashlib
 import json
 import secrets
 import time
+from dataclasses import replace
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,7 @@ from gateway.errors import (
     BadRequest,
     GatewayError,
     NotFound,
+    OutcomeUnknown,
     UpstreamError,
     new_api_id,
 )
@@ -92,18 +94,8 @@ async def _send(state: GatewayState, body: SubmitBody, traceparent: str = "") ->
     params["callback_method"] = "POST"
     if body.status_events:
         add_status_urls(body.resource, params, state.settings.callback_url)
-    try:
-        reply = await state.plivo.request(body.method, body.resource, params)
-    except GatewayError as exc:
-        # A 4xx from Plivo keeps its status; retries given up (429/5xx/network) count as "failed".
-        metrics.SUBMITS.labels(str(exc.status_code) if isinstance(exc, UpstreamError) else "failed").inc()
-        raise
-    metrics.SUBMITS.labels(str(reply.status_code)).inc()
-    api_id = reply.body.get("api_id")
-    if not isinstance(api_id, str) or not api_id:
-        raise BadGateway("upstream reply carried no api_id")
     record = NewRequest(
-        api_id=api_id,
+        api_id="",
         method=body.method,
         resource=body.resource,
         params=body.params,
@@ -113,9 +105,38 @@ async def _send(state: GatewayState, body: SubmitBody, traceparent: str = "") ->
         ref=ref,
         traceparent=traceparent,
     )
-    await save_accepted(state, record)
+    try:
+        reply = await state.plivo.request(body.method, body.resource, params)
+        api_id = reply.body.get("api_id")
+        if not isinstance(api_id, str) or not api_id:
+            if body.method == "POST":
+                raise OutcomeUnknown("upstream reply carried no api_id")
+            raise BadGateway("upstream reply carried no api_id")
+    except OutcomeUnknown as exc:
+        metrics.SUBMITS.labels("unknown").inc()
+        return await _unknown(state, record, exc)
+    except GatewayError as exc:
+        # A 4xx from Plivo keeps its status; retries given up (429/5xx/network) count as "failed".
+        metrics.SUBMITS.labels(str(exc.status_code) if isinstance(exc, UpstreamError) else "failed").inc()
+        raise
+    metrics.SUBMITS.labels(str(reply.status_code)).inc()
+    await save_accepted(state, replace(record, api_id=api_id))
     log.info("submitted", api_id=api_id, resource=body.resource, upstream=reply.status_code)
     return Reply(202, {"api_id": api_id, "message": "async api spawned", "status": "pending"})
+
+
+async def _unknown(state: GatewayState, record: NewRequest, exc: OutcomeUnknown) -> Reply:
+    """A create Plivo may have carried out: kept under its ref as ``unknown`` (its callback, if it
+    comes, completes it as usual; else it times out), answered 502, and never sent again. The
+    answer is a Reply, not an error, so that an Idempotency-Key remembers it like a success."""
+    record = replace(record, api_id=record.ref, status="unknown", upstream_error=exc.message)
+    await save_accepted(state, record)
+    log.warning("submit_outcome_unknown", ref=record.ref, resource=record.resource, error=exc.message)
+    error = (
+        f"upstream outcome unknown ({exc.message}): Plivo may have carried the request out, so it was "
+        f"not resent; GET /v1/requests/{record.ref} follows it"
+    )
+    return Reply(502, {"api_id": new_api_id(), "error": error, "status": "unknown", "ref": record.ref})
 
 
 SAVE_RETRIES_S = (0.1, 0.3, 1.0, 2.0)
@@ -179,6 +200,7 @@ def _summary(record: dict[str, str]) -> dict[str, Any]:
         "metadata": _loads(record.get("metadata"), {}),
         "submitted_at": _iso(record.get("submitted_at")),
         "completed_at": _iso(record.get("completed_at")),
+        **({"upstream_error": record["upstream_error"]} if record.get("upstream_error") else {}),
     }
 
 
@@ -186,7 +208,7 @@ def _summary(record: dict[str, str]) -> dict[str, Any]:
 async def list_requests(
     state: State,
     _: ApiKey,
-    status: Annotated[Literal["pending", "completed", "timed_out"] | None, Query()] = None,
+    status: Annotated[Literal["pending", "completed", "timed_out", "unknown"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=20)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
