@@ -11,6 +11,12 @@ that resolved to a public address at subscription time may resolve to 127.0.0.1 
 (DNS rebinding), so the worker resolves once, checks the answers and connects to the checked
 address itself, never letting the TCP layer resolve the name again (``GuardedResolver``). TLS
 still verifies the certificate against the host name (aiohttp passes it as SNI / server_hostname).
+
+Both checks also refuse a host written as a number in any form but a dotted quad (``2130706433``,
+``127.1``, ``0177.0.0.1``, ``0x7f.1``, ``127.0.0.1.``): ``inet_aton``, ``getaddrinfo`` and browsers
+read those as IPv4 addresses while ``ipaddress`` does not, so a check built on ``ipaddress`` would
+take them for names, and aiohttp before 3.14.1 connects to the digit-only ones without asking the
+resolver at all. No real name looks like that (a top-level label is never all-numeric).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +39,36 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+
+# One label as inet_aton / the WHATWG URL parser read a number: decimal (octal with a leading 0)
+# or 0x-hex, ASCII only ("0x" alone is 0 to them).
+_NUMBER_LABEL = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
+
+
+def is_numeric_form(host: str) -> bool:
+    """Whether ``host`` reads as an IPv4 number without being a canonical dotted quad.
+
+    Follows the WHATWG URL parser's rule: a host whose last label is a number is an IPv4
+    address, so the whole host is judged as one, whatever its other labels."""
+    if ":" in host:  # IPv6 (bracketed or not): ipaddress is the only parser of those
+        return False
+    labels = host.split(".")
+    if len(labels) > 1 and labels[-1] == "":
+        labels.pop()  # one trailing dot is still an address to those parsers
+    if not _NUMBER_LABEL.fullmatch(labels[-1]):
+        return False
+    try:
+        ipaddress.IPv4Address(host)  # refuses leading zeros, short forms and trailing dots
+    except ValueError:
+        return True
+    return False
+
+
+def numeric_form_refusal(host: str) -> str | None:
+    """Why ``host`` may not be used as written, when it is an IPv4 number in a legacy form."""
+    if is_numeric_form(host):
+        return f"host {host!r} is an IPv4 address in a legacy numeric form; write it as a dotted quad"
+    return None
 
 
 def is_public(address: IPAddress) -> bool:
@@ -86,6 +123,10 @@ class Policy:
 
     async def checked(self, host: str, port: int) -> list[IPAddress]:
         """The addresses of ``host``; raises ``Blocked`` if any of them is not permitted."""
+        legacy = numeric_form_refusal(host)
+        if legacy:
+            # Before resolving: the platform resolver would turn it into an address unseen here.
+            raise Blocked(legacy)
         try:
             addresses = await self.resolver(host, port)
         except OSError as exc:
@@ -115,6 +156,10 @@ async def refusal(
         return "must be an absolute http(s) URL"
     if parts.username or parts.password:
         return "must not carry credentials"
+    legacy = numeric_form_refusal(parts.hostname)
+    if legacy:
+        # Private targets allowed or not: aiohttp (>= 3.14.1) refuses to connect to these.
+        return legacy
     if allow_private:
         return None
     try:
@@ -269,6 +314,11 @@ class WebhookClient:
 
     def _literal_refusal(self, host: str) -> str | None:
         """aiohttp connects to an IP literal without asking the resolver: check it here."""
+        legacy = numeric_form_refusal(host)
+        if legacy:
+            # aiohttp < 3.14.1 takes these for literals too, and a URL stored under an older,
+            # looser policy may carry one: refused here whatever aiohttp does with it.
+            return f"Blocked: {legacy}"
         if self.policy.allow_private:
             return None
         if "%" in host:  # a zone id: link-local, never public
