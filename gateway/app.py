@@ -27,6 +27,9 @@ from gateway.upstream import PlivoClient, RetryBudget
 
 log = logs.get("gateway.app")
 
+# What the public listener serves when the API has a port of its own (GATEWAY_ADMIN_PORT).
+PUBLIC_PATHS = frozenset({*receiver.PATHS, "/healthz", "/readyz"})
+
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"api_id": new_api_id(), "error": message}, status_code=status, headers=headers)
@@ -69,17 +72,26 @@ class GatewayApp(FastAPI):
     ``Allow``), takes the usual way."""
 
     receiver: receiver.Receiver
+    admin_port: int | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] == "http"
-            and scope["path"] == receiver.PATH
+            and scope["path"] in receiver.PATHS
             and scope["method"] in receiver.METHODS
             and not scope.get("root_path")
         ):
             await self.receiver(scope, receive, send)
             return
+        if self.admin_port and scope["type"] != "lifespan" and not self._allowed_here(scope):
+            await _error(404, f"Not Found: no route for {scope.get('path', '')}")(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
+
+    def _allowed_here(self, scope: Scope) -> bool:
+        """With GATEWAY_ADMIN_PORT set, the public port serves only the receiver and health."""
+        server = scope.get("server")
+        return bool(server and server[1] == self.admin_port) or scope.get("path") in PUBLIC_PATHS
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -131,18 +143,21 @@ def create_app(settings: Settings) -> FastAPI:
         title="callback-gateway",
         version="0.1.0",
         lifespan=lifespan,
+        # A redirect to the slashed path would be built from the Host header: answer 404 instead.
+        redirect_slashes=False,
         docs_url=None,
         redoc_url=None,
         # FastAPI's built-in OpenTelemetry hooks wrap every request; off unless tracing is set up.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.receiver = callback_receiver
+    app.admin_port = settings.GATEWAY_ADMIN_PORT
     _install_handlers(app)
     app.add_middleware(logs.AccessLog, enabled=settings.GATEWAY_ACCESS_LOG)
     conformance.install(app)
     app.include_router(proxy_router)
     app.include_router(tokens_router)
-    app.router.routes.append(callback_receiver.route())
+    app.router.routes.extend(callback_receiver.routes())
     app.include_router(requests.router)
     app.include_router(streams.router)
     app.include_router(callbacks.router)

@@ -47,10 +47,12 @@ def tune_gc() -> None:
 
 def app_from_env() -> object:
     """uvicorn factory: each server process builds its app from the environment."""
+    from gateway import serving
     from gateway.app import create_app
 
     settings = load_settings()
     logs.configure(settings.LOG_FORMAT, settings.LOG_LEVEL)
+    serving.configure(settings)
     app = create_app(settings)
     tune_gc()
     return app
@@ -63,7 +65,7 @@ def serve(
     workers: Annotated[int, typer.Option(help="server processes")] = 1,
 ) -> None:
     """Run the API and callback receiver (uvicorn)."""
-    import uvicorn
+    from gateway import serving
 
     settings = load_settings()
     if not settings.api_keys:
@@ -71,6 +73,9 @@ def serve(
         raise typer.Exit(2)
     if settings.GATEWAY_VERIFY_SIGNATURES and not settings.PLIVO_AUTH_TOKEN.get_secret_value():
         typer.echo("refusing to start: PLIVO_AUTH_TOKEN is needed to verify callbacks", err=True)
+        raise typer.Exit(2)
+    if port == settings.GATEWAY_ADMIN_PORT:
+        typer.echo("refusing to start: GATEWAY_ADMIN_PORT must differ from --port", err=True)
         raise typer.Exit(2)
     from gateway import tls
 
@@ -81,12 +86,11 @@ def serve(
     logs.configure(settings.LOG_FORMAT, settings.LOG_LEVEL)
     if not settings.GATEWAY_VERIFY_SIGNATURES:
         logs.get("gateway.cli").warning("signature_verification_disabled")
-    uvicorn.run(
-        "gateway.cli:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
+    serving.run(
+        settings,
+        host,
+        port,
+        workers,
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=10,

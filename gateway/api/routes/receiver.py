@@ -54,6 +54,9 @@ from gateway.store import Store
 log = logs.get("gateway.receiver")
 
 PATH = "/callbacks/plivo"
+# A callback URL configured with a trailing slash is served too (never redirected: a redirect
+# would be built from the Host header, and Plivo does not follow it with its POST body anyway).
+PATHS = frozenset({PATH, PATH + "/"})
 METHODS = ("GET", "POST")
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -203,8 +206,11 @@ class Receiver:
         self.state = state
         self.store = make_store(state.settings, BatchingRedis(state.redis))
 
-    def route(self) -> Route:
-        return Route(PATH, self, methods=list(METHODS), name="receive_callback")
+    def routes(self) -> list[Route]:
+        return [
+            Route(path, self, methods=list(METHODS), name=f"receive_callback{i}")
+            for i, path in enumerate(sorted(PATHS))
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
