@@ -9,8 +9,9 @@ no extra state in Redis, and a dead worker's counters vanish with it as Promethe
 
 Everything that describes Redis state (pending requests, oldest pending age, inbox backlog, arq
 queue, dead letters, live workers, breaker states) is *not* a process counter: the API computes
-it at scrape time (``OpsStore.gauges``, one pipelined round trip), so every API replica reports
-the same true value and nothing drifts.
+it at scrape time (``OpsStore.gauges``: twelve commands in two pipelined round trips, however many
+subscriptions there are), so every API replica reports the same true value and nothing drifts.
+With ``GATEWAY_METRICS_TOKEN`` set, the API's /metrics needs it as a bearer token.
 
 With ``uvicorn --workers N`` each server process has its own counters. When the environment sets
 ``PROMETHEUS_MULTIPROC_DIR`` (an empty directory, wiped before start), prometheus-client keeps them in

@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from gateway.store.delivery import BreakerPolicy, DeliveryStore
 from tests.conftest import Stack
 from tests.support.receiver import wait_until
 
@@ -117,8 +118,16 @@ async def test_breaker_states_are_counted(stack: Stack, redis: Redis) -> None:
     )
     assert created.status_code == 201
     sub_id = created.json()["subscription"]["id"]
-    prefix = stack.settings.GATEWAY_KEY_PREFIX
-    await redis.hset(f"{prefix}breaker:{sub_id}", "state", "open")  # type: ignore[misc]
+    # Opened as the worker opens it (the settle script), which also keeps the breaker index.
+    dstore = DeliveryStore(redis, stack.settings.GATEWAY_KEY_PREFIX, retention=3600)
+    policy = BreakerPolicy(
+        window_ms=60_000, min_requests=1, failure_rate=0.5, cooldown_ms=60_000, disable_after_ms=3_600_000
+    )
+    admission, token = await dstore.admit(
+        sub_id, rate=100.0, burst=10, cap=10, slot_ttl_ms=15_000, concurrency_wait_ms=250
+    )
+    assert admission.allowed
+    assert await dstore.settle(sub_id, token, ok=False, gone=False, policy=policy) == "open"
     s = await scrape(stack)
     assert value(s, "callback_gateway_circuit_breakers", state="open") == 1
     assert value(s, "callback_gateway_circuit_breakers", state="closed") == 0

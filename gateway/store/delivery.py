@@ -19,6 +19,7 @@ the prefix, as ``core``'s correlate does, because which keys they touch depends 
 | ``subs``                    | zset   | none (ZREM on delete)      | API                  | list API        |
 | ``subs:type:{t}``           | set    | none (SREM on delete)      | API, settle          | fan-out         |
 | ``breaker:{sub_id}``        | hash   | window + cooldown + 1 h    | admit, settle        | admit, settle   |
+| ``breakers:{state}``        | zset   | none (members: subs)       | admit, settle, API   | /metrics        |
 | ``bucket:{sub_id}``         | hash   | refill time + 60 s         | admit                | admit           |
 | ``inflight:{sub_id}``       | zset   | 2 x slot TTL               | admit, settle        | admit           |
 | ``ops``                     | stream | MAXLEN ~10000              | settle (disable)     | operators       |
@@ -47,6 +48,11 @@ Design notes:
   its token bucket and its circuit breaker, and only then takes a slot, a token and (half-open) the
   probe. ``settle`` gives the slot back, feeds the breaker and the failing-since clock, and
   disables a subscription that answered 410 or has been failing for too long.
+* ``breakers:open`` and ``breakers:half_open`` index the breakers in that state (member: the
+  subscription, score: when its ``breaker:`` hash expires, ms on Redis's clock). Every script that
+  writes a breaker's state updates them in the same step, so /metrics counts the states with two
+  ZCOUNTs instead of reading every breaker. A hash that expires is a closed breaker; its entry,
+  scored by that expiry, stops counting at the same moment without anyone removing it.
 * Fan-out matches subscriptions through ``subs:type:{t}`` sets (plus ``subs:type:*``): one SUNION
   per event, never a scan. ``*`` does not match operator events (``subscription.*``); those go only
   to subscriptions that name them.
@@ -292,6 +298,8 @@ local types = redis.call('HGET', skey, 'event_types')
 if not types then return 0 end
 for _, t in ipairs(cjson.decode(types)) do redis.call('SREM', p .. 'subs:type:' .. t, id) end
 redis.call('DEL', skey, p .. 'breaker:' .. id, p .. 'bucket:' .. id, p .. 'inflight:' .. id)
+redis.call('ZREM', p .. 'breakers:open', id)
+redis.call('ZREM', p .. 'breakers:half_open', id)
 redis.call('ZREM', p .. 'subs', id)
 -- Its deliveries stay listable until they expire; then nothing writes or trims its index again.
 redis.call('EXPIRE', p .. 'deliveries:sub:' .. id, ARGV[3])
@@ -310,6 +318,8 @@ for _, t in ipairs(cjson.decode(info[2] or '[]')) do redis.call('SADD', p .. 'su
 redis.call('HSET', skey, 'status', 'active', 'updated_at', now)
 redis.call('HDEL', skey, 'disabled_reason', 'disabled_at', 'failing_since')
 redis.call('DEL', p .. 'breaker:' .. id)
+redis.call('ZREM', p .. 'breakers:open', id)
+redis.call('ZREM', p .. 'breakers:half_open', id)
 return 1
 """
 
@@ -345,9 +355,26 @@ redis.call('HSET', skey, 'secrets', cjson.encode(keep), 'updated_at', now)
 return 1
 """
 
+# Keep ``breakers:{state}`` in step with a breaker whose state went from ``old`` to ``new``; called
+# after the hash (and its TTL) is written. Closed breakers are not indexed (closed = subscriptions
+# minus the others). The score is the hash's expiry read back with TIME + PTTL, both Redis's clock,
+# so the entry stops counting exactly when the hash is gone, whatever the workers' clocks say.
+_INDEX_BREAKER_FN = """
+local function index_breaker(p, sub, old, new)
+  if old ~= new and old ~= 'closed' then redis.call('ZREM', p .. 'breakers:' .. old, sub) end
+  if new == 'closed' then return end
+  local ttl, t = redis.call('PTTL', p .. 'breaker:' .. sub), redis.call('TIME')
+  local at = '+inf'
+  if ttl >= 0 then at = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000) + ttl) end
+  redis.call('ZADD', p .. 'breakers:' .. new, at, sub)
+end
+"""
+
 # Admission: concurrency slot, rate token, breaker; nothing is taken unless all three allow.
 # Returns {1, 0, 'ok'|'probe'} or {0, wait_ms, reason}.
-_ADMIT_FN = """
+_ADMIT_FN = (
+    _INDEX_BREAKER_FN
+    + """
 local function admit(p, sub, now, rate, burst, cap, token, ttl, concurrency_wait)
   local ikey, qkey, bkey = p .. 'inflight:' .. sub, p .. 'bucket:' .. sub, p .. 'breaker:' .. sub
   redis.call('ZREMRANGEBYSCORE', ikey, '-inf', now)
@@ -366,6 +393,7 @@ local function admit(p, sub, now, rate, burst, cap, token, ttl, concurrency_wait
   if state ~= 'closed' then
     probe = true
     redis.call('HSET', bkey, 'state', 'half_open', 'probe_until', now + ttl)
+    index_breaker(p, sub, state, 'half_open')
   end
   redis.call('HSET', qkey, 'tokens', tostring(tokens - 1), 'ts', now)
   redis.call('PEXPIRE', qkey, math.ceil(burst * 1000 / rate) + 60000)
@@ -374,6 +402,7 @@ local function admit(p, sub, now, rate, burst, cap, token, ttl, concurrency_wait
   return {1, 0, probe and 'probe' or 'ok'}
 end
 """
+)
 
 # ARGV: prefix, sub, now, rate_per_s, burst, cap, slot_token, slot_ttl_ms, concurrency_wait_ms
 _ADMIT = (
@@ -390,6 +419,7 @@ return admit(ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(AR
 # Returns the breaker state, or 'disabled' when this attempt disabled the subscription.
 _SETTLE_FN = (
     _DISABLE_FN
+    + _INDEX_BREAKER_FN
     + """
 local function settle(p, sub, o)
   local now = tonumber(ARGV[o + 1])
@@ -402,6 +432,7 @@ local function settle(p, sub, o)
   if not info[1] then return 'gone' end
   local b = redis.call('HMGET', bkey, 'state', 'window_start', 'ok', 'fail', 'open_until')
   local state, ws = b[1] or 'closed', tonumber(b[2]) or now
+  local was = state
   local okc, failc, open_until = tonumber(b[3]) or 0, tonumber(b[4]) or 0, tonumber(b[5]) or 0
   if now - ws >= window then ws, okc, failc = now, 0, 0 end
   if ok then okc = okc + 1 else failc = failc + 1 end
@@ -413,6 +444,7 @@ local function settle(p, sub, o)
   redis.call('HSET', bkey, 'state', state, 'window_start', ws, 'ok', okc, 'fail', failc,
              'open_until', open_until)
   redis.call('PEXPIRE', bkey, window + cooldown + 3600000)
+  index_breaker(p, sub, was, state)
   if ok then
     redis.call('HDEL', skey, 'failing_since')
     return state

@@ -9,8 +9,14 @@ also drops members older than the TTL and renews the key's TTL, so the set never
 last worker and a dead worker disappears without anyone cleaning up after it.
 
 Every gauge is computed at scrape time from Redis with O(1) or O(log n) commands (ZCARD, ZRANGE 0 0,
-XLEN, XPENDING summary, ZCOUNT), in one pipelined round trip; nothing is scanned. Breaker states
-are read for at most ``BREAKER_SAMPLE`` subscriptions (one pipelined HGET each).
+XLEN, XPENDING summary, ZCOUNT, TIME): a fixed number of them in two pipelined round trips, whatever
+the number of subscriptions, requests or deliveries; nothing is scanned.
+
+Breaker states are counted from ``breakers:open`` and ``breakers:half_open``, which the delivery
+scripts keep in the same step as the breaker (``gateway.store.delivery``): ZCOUNT from Redis's own
+"now", as each entry is scored by when its breaker hash expires; closed is every other subscription.
+Reading each breaker would cost one command per subscription; a short-lived cache of that read would
+still scan once per TTL and be stale in between. The index is exact and costs a scrape two ZCOUNTs.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from redis.exceptions import ResponseError
 
 from gateway.store.core import INBOX_GROUP, now_ms
 
-BREAKER_SAMPLE = 1000
+BREAKER_STATES = ("open", "half_open")  # indexed; "closed" is the rest of the subscriptions
 
 # KEYS: workers. ARGV: member, now_ms, ttl_ms.
 _BEAT = """
@@ -84,8 +90,9 @@ class OpsStore:
             pipe.zcard(self.key("queue"))
             pipe.zcard(self.key("deliveries", "status", "failed"))
             pipe.zcount(self.key("workers"), now - int(heartbeat_ttl_s * 1000), "+inf")
-            pipe.zrange(self.key("subs"), 0, BREAKER_SAMPLE - 1)
-            pending, oldest, backlog, failed, queue, dead, alive, subs = await pipe.execute()
+            pipe.zcard(self.key("subs"))
+            pipe.time()
+            pending, oldest, backlog, failed, queue, dead, alive, subs, server_now = await pipe.execute()
         g = Gauges(
             pending_requests=int(pending),
             oldest_pending_age_s=max(0.0, (now - float(oldest[0][1])) / 1000) if oldest else 0.0,
@@ -95,26 +102,22 @@ class OpsStore:
             dead_letters=int(dead),
             workers_alive=int(alive),
         )
-        g.inbox_unacked = await self._unacked(inbox)
-        g.breakers = await self._breakers([str(s) for s in subs])
+        # Round trip two: what needs the server's clock, and XPENDING (an error without a group).
+        seconds, micros = server_now
+        server_ms = int(seconds) * 1000 + int(micros) // 1000
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for state in BREAKER_STATES:
+                pipe.zcount(self.key("breakers", state), server_ms, "+inf")
+            pipe.xpending(inbox, INBOX_GROUP)
+            *indexed, summary = await pipe.execute(raise_on_error=False)
+        for reply in indexed:
+            if isinstance(reply, Exception):
+                raise reply
+        g.inbox_unacked = 0 if isinstance(summary, ResponseError) else int(summary.get("pending") or 0)
+        g.breakers = _breakers(int(subs), [int(n) for n in indexed])
         return g
 
-    async def _unacked(self, inbox: str) -> int:
-        try:
-            summary = await self.redis.xpending(inbox, INBOX_GROUP)
-        except ResponseError:  # no stream or no group yet
-            return 0
-        return int(summary.get("pending") or 0)
 
-    async def _breakers(self, subs: list[str]) -> dict[str, int]:
-        counts = {"closed": 0, "open": 0, "half_open": 0}
-        if not subs:
-            return counts
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for sub in subs:
-                pipe.hget(self.key("breaker", sub), "state")
-            states = await pipe.execute()
-        for state in states:
-            name = str(state or "closed")
-            counts[name] = counts.get(name, 0) + 1
-        return counts
+def _breakers(subs: int, indexed: list[int]) -> dict[str, int]:
+    counts = dict(zip(BREAKER_STATES, indexed, strict=True))
+    return {"closed": max(0, subs - sum(indexed)), **counts}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 
 from gateway import logs, metrics
 from gateway.api.deps import State
-from gateway.errors import new_api_id
+from gateway.errors import Unauthorized, new_api_id
 from gateway.store.ops import Gauges
 
 router = APIRouter(tags=["operations"])
@@ -47,8 +50,27 @@ async def readyz(state: State) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/metrics")
-async def prometheus_metrics(state: State) -> Response:
+async def require_metrics_token(request: Request, state: State) -> None:
+    """With ``GATEWAY_METRICS_TOKEN`` set, only a scraper presenting it may read /metrics. Compared
+    in constant time (``hmac.compare_digest``); the refusal never echoes what was sent."""
+    secret = state.settings.GATEWAY_METRICS_TOKEN
+    expected = secret.get_secret_value() if secret is not None else ""
+    if not expected:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    given = token.strip() if scheme.lower() == "bearer" else ""
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("missing or wrong metrics token (Authorization: Bearer <token>)")
+
+
+MetricsToken = Annotated[None, Depends(require_metrics_token)]
+
+
+@router.get(
+    "/metrics",
+    responses={401: {"description": "GATEWAY_METRICS_TOKEN is set: bearer token missing or wrong"}},
+)
+async def prometheus_metrics(state: State, _: MetricsToken) -> Response:
     """Prometheus text: this process's counters plus gauges read from Redis now."""
     gauges: Gauges | None
     try:
