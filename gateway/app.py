@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import logs
 from gateway.api import conformance
+from gateway.api.deps import known_query_only
 from gateway.api.routes import callbacks, deliveries, health, receiver, requests, streams, subscriptions
 from gateway.api.routes.proxy import router as proxy_router
 from gateway.api.routes.proxy import tokens_router
@@ -155,14 +156,16 @@ def create_app(settings: Settings) -> FastAPI:
     _install_handlers(app)
     app.add_middleware(logs.AccessLog, enabled=settings.GATEWAY_ACCESS_LOG)
     conformance.install(app)
+    strict_query = [Depends(known_query_only)]
+    # The drop-in proxy passes its query string on to Plivo: it is Plivo's to judge.
     app.include_router(proxy_router)
-    app.include_router(tokens_router)
+    app.include_router(tokens_router, dependencies=strict_query)
     app.router.routes.extend(callback_receiver.routes())
-    app.include_router(requests.router)
-    app.include_router(streams.router)
-    app.include_router(callbacks.router)
-    app.include_router(subscriptions.router)
-    app.include_router(deliveries.router)
-    app.include_router(deliveries.events_router)
+    app.include_router(requests.router, dependencies=strict_query)
+    app.include_router(streams.router, dependencies=strict_query)
+    app.include_router(callbacks.router, dependencies=strict_query)
+    app.include_router(subscriptions.router, dependencies=strict_query)
+    app.include_router(deliveries.router, dependencies=strict_query)
+    app.include_router(deliveries.events_router, dependencies=strict_query)
     app.include_router(health.router)
     return app

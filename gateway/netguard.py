@@ -139,6 +139,13 @@ class Policy:
         return addresses
 
 
+# Named in refusals, so that whoever meets one knows what an operator can change.
+ALLOW_SETTINGS = (
+    "non-public targets are refused unless allowed by GATEWAY_WEBHOOK_ALLOW_CIDRS (some networks) "
+    "or GATEWAY_ALLOW_PRIVATE_WEBHOOKS=true (all)"
+)
+
+
 class Blocked(OSError):
     """A connection the SSRF guard refused (reported by the client as a connection error)."""
 
@@ -170,7 +177,10 @@ async def refusal(
     try:
         await policy.checked(parts.hostname, port)
     except Blocked as exc:
-        return str(exc).replace(f"{parts.hostname!r} resolves", "resolves")
+        why = str(exc).replace(f"{parts.hostname!r} resolves", "resolves")
+        if "non-public" in why:
+            why += f"; {ALLOW_SETTINGS}"
+        return why
     return None
 
 

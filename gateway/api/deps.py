@@ -10,9 +10,11 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from gateway.api import ratelimit_keys
-from gateway.errors import Unauthorized
+from gateway.errors import BadRequest, Unauthorized
 from gateway.state import GatewayState
 
 
@@ -39,3 +41,32 @@ async def require_api_key(request: Request, state: State) -> str:
 
 
 ApiKey = Annotated[str, Depends(require_api_key)]
+
+
+def _query_names(route: APIRoute) -> frozenset[str]:
+    """The query parameters ``route`` declares (its dependencies' included), kept on the route."""
+    names: frozenset[str] | None = getattr(route, "_cg_query_names", None)
+    if names is None:
+        names = frozenset(_walk(route.dependant))
+        route._cg_query_names = names  # type: ignore[attr-defined]
+    return names
+
+
+def _walk(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _walk(sub)
+    return names
+
+
+async def known_query_only(request: Request) -> None:
+    """400 naming a query parameter the route does not take: silently ignoring it would answer
+    an unfiltered list to a misspelt filter (``?subscription=`` for ``?subscription_id=``)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    accepted = _query_names(route)
+    for name in request.query_params:
+        if name not in accepted:
+            hint = f"; this endpoint takes {', '.join(sorted(accepted))}" if accepted else ""
+            raise BadRequest(f"unknown query parameter {name!r}{hint}")

@@ -13,6 +13,7 @@ from gateway.api.deps import ApiKey, State
 from gateway.api.pagination import page
 from gateway.errors import BadRequest, NotFound, new_api_id
 from gateway.events import iso_ms
+from gateway.state import GatewayState
 from gateway.store.delivery import DeliveryQuery
 
 router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
@@ -114,9 +115,33 @@ async def get_delivery(delivery_id: str, state: State, _: ApiKey) -> dict[str, A
     return {"api_id": new_api_id(), "message": "delivery found", "delivery": delivery_view(record, log)}
 
 
+async def disabled_subscription(state: GatewayState, record: dict[str, str]) -> str | None:
+    """The id of the delivery's subscription if it is disabled (a retry would fail at once)."""
+    sub_id = record.get("sub")
+    if not sub_id:
+        return None
+    sub = await state.deliveries.get_subscription(sub_id)
+    return sub_id if sub is not None and sub.get("status") == "disabled" else None
+
+
+def enable_first(sub_id: str) -> BadRequest:
+    return BadRequest(
+        f"subscription {sub_id} is disabled: enable it first (POST /v1/subscriptions/{sub_id}/enable)"
+    )
+
+
 @router.post("/{delivery_id}/retry", status_code=202)
 async def retry_delivery(delivery_id: str, state: State, _: ApiKey) -> JSONResponse:
-    """Attempt a failed (or succeeded) delivery again, with a fresh retry schedule."""
+    """Attempt a failed (or succeeded) delivery again, with a fresh retry schedule. A succeeded
+    one is sent again (receivers dedupe by ``webhook-id``, the same event id); one whose
+    subscription is disabled is refused (400): enable the subscription first."""
+    found = await state.deliveries.get_deliveries([delivery_id])
+    if not found:
+        raise NotFound(f"no delivery with id {delivery_id}")
+    record = found[0][0]
+    disabled = await disabled_subscription(state, record)
+    if disabled:
+        raise enable_first(disabled)
     cycle = await state.deliveries.rearm(delivery_id)
     if cycle == -2:
         raise NotFound(f"no delivery with id {delivery_id}")
@@ -124,9 +149,10 @@ async def retry_delivery(delivery_id: str, state: State, _: ApiKey) -> JSONRespo
         raise BadRequest("delivery is pending: its next attempt is already scheduled")
     if cycle == -4:
         raise NotFound(f"the event of delivery {delivery_id} has expired (GATEWAY_RETENTION)")
+    again = " (it had succeeded: it is sent again)" if record.get("status") == "succeeded" else ""
     body = {
         "api_id": new_api_id(),
-        "message": "delivery retry queued",
+        "message": "delivery retry queued" + again,
         "delivery_id": delivery_id,
         "status": "pending",
     }
@@ -135,17 +161,28 @@ async def retry_delivery(delivery_id: str, state: State, _: ApiKey) -> JSONRespo
 
 @events_router.post("/{event_id}/replay", status_code=202)
 async def replay_event(event_id: str, state: State, _: ApiKey) -> JSONResponse:
-    """Deliver an event to all of its targets again (queue targets too: a new job)."""
+    """Deliver an event to all of its targets again (queue targets too: a new job). Deliveries
+    still pending, and those of disabled subscriptions, are left out and listed in ``skipped``."""
     if await state.deliveries.get_event(event_id) is None:
         raise NotFound(f"no event with id {event_id}")
-    queued = []
-    for dlv_id in await state.deliveries.event_deliveries(event_id):
-        if await state.deliveries.rearm(dlv_id) >= 0:
+    queued: list[str] = []
+    skipped: list[dict[str, str]] = []
+    for record, _log in await state.deliveries.get_deliveries(
+        await state.deliveries.event_deliveries(event_id)
+    ):
+        dlv_id = record["id"]
+        disabled = await disabled_subscription(state, record)
+        if disabled:
+            skipped.append({"delivery_id": dlv_id, "reason": enable_first(disabled).message})
+        elif await state.deliveries.rearm(dlv_id) >= 0:
             queued.append(dlv_id)
+        else:
+            skipped.append({"delivery_id": dlv_id, "reason": "pending: its next attempt is scheduled"})
     body = {
         "api_id": new_api_id(),
         "message": "event replay queued",
         "event_id": event_id,
         "deliveries": queued,
+        "skipped": skipped,
     }
     return JSONResponse(body, status_code=202)

@@ -75,9 +75,22 @@ async def _parse_submit(request: Request, state: GatewayState) -> tuple[SubmitBo
     return body, hashlib.sha256(canonical.encode()).hexdigest()
 
 
-# Which parameters carry status-callback URLs, per resource (plivo-protocol.md §3). Values the
-# caller set are kept: the caller then receives those callbacks itself.
+# Which parameters carry status-callback URLs, per resource (plivo-protocol.md §3).
 STATUS_URL_PARAMS = {"Message/": ("url",), "Call/": ("ring_url", "hangup_url")}
+
+
+def status_url_conflict(body: SubmitBody) -> None:
+    """``status_events`` makes the gateway Plivo's status-callback URL: a URL of the caller's in
+    the same parameter cannot also get them, so the two together are refused, not half-honoured."""
+    if not body.status_events:
+        return
+    for name in STATUS_URL_PARAMS.get(body.resource, ()):
+        if name in body.params:
+            raise BadRequest(
+                f"params.{name}: with status_events the gateway receives these status callbacks "
+                f"itself (as {'message' if name == 'url' else 'call'}.status events); remove "
+                f"params.{name}, or drop status_events to have Plivo send them to your URL"
+            )
 
 
 def add_status_urls(resource: str, params: dict[str, Any], receiver: str) -> None:
@@ -165,6 +178,7 @@ async def save_accepted(state: GatewayState, record: NewRequest) -> None:
 async def submit(request: Request, state: State, key: ApiKey) -> JSONResponse:
     """Send a request to Plivo asynchronously; its result arrives later as events."""
     body, body_hash = await _parse_submit(request, state)
+    status_url_conflict(body)
     traceparent = ""
     if state.settings.GATEWAY_TRACE_PROPAGATION:
         traceparent = tracing.incoming_or_new(request.headers.get("traceparent"))

@@ -13,7 +13,7 @@ from gateway import netguard
 from gateway.api.body import read_json
 from gateway.api.deps import ApiKey, State
 from gateway.api.pagination import page
-from gateway.api.routes.deliveries import time_ms
+from gateway.api.routes.deliveries import enable_first, time_ms
 from gateway.errors import BadRequest, NotFound, new_api_id
 from gateway.events import iso_ms
 from gateway.state import GatewayState
@@ -203,7 +203,8 @@ async def bulk_replay(sub_id: str, request: Request, state: State, _: ApiKey) ->
         body = ReplayBody.model_validate(await json_body(request, state, optional=True))
     except ValidationError as exc:
         raise BadRequest(_validation_message(exc)) from exc
-    await _found(state, sub_id)
+    if (await _found(state, sub_id)).get("status") == "disabled":
+        raise enable_first(sub_id)
     cap = state.settings.GATEWAY_BULK_REPLAY_MAX
     query = DeliveryQuery(
         status="failed",
