@@ -7,8 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gateway import queue_names
+
 _RESOURCE = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-.]+)*/?$")
-_QUEUE = re.compile(r"^[A-Za-z0-9_\-:.]{1,128}$")
 _FUNCTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 RESERVED_PARAMS = frozenset({"callback_url", "callback_method"})
 
@@ -36,8 +37,10 @@ class QueueTarget(BaseModel):
     @field_validator("queue")
     @classmethod
     def _queue(cls, value: str) -> str:
-        if not _QUEUE.match(value):
-            raise ValueError("must be 1-128 characters of letters, digits, _ - : .")
+        # Reserved names (GATEWAY_KEY_PREFIX is a setting) are refused by the routes.
+        why = queue_names.malformed(value)
+        if why:
+            raise ValueError(why)
         return value
 
     @field_validator("function")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway import logs, proxy
+from gateway import logs, proxy, queue_names
 from gateway.api import ratelimit_keys
 from gateway.api.body import media_type, read_limited
 from gateway.api.deps import ApiKey, State
@@ -77,9 +77,11 @@ async def _token_body(request: Request, state: State) -> ProxyTokenBody:
     except ValidationError as exc:
         raise BadRequest(validation_message(exc)) from exc
     for index, target in enumerate(body.targets):
-        why = await refusal(state.settings, target.url) if isinstance(target, WebhookTarget) else None
-        if why:
-            raise BadRequest(f"targets.{index}.url: {why}")
+        if isinstance(target, WebhookTarget):
+            if why := await refusal(state.settings, target.url):
+                raise BadRequest(f"targets.{index}.url: {why}")
+        elif why := queue_names.refusal(target.queue, state.settings.GATEWAY_KEY_PREFIX):
+            raise BadRequest(f"targets.{index}.queue: {why}")
     return body
 
 

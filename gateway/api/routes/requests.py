@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from gateway import logs, metrics, netguard, tracing
+from gateway import logs, metrics, netguard, queue_names, tracing
 from gateway.api.body import read_json
 from gateway.api.deps import ApiKey, State
 from gateway.api.pagination import page
@@ -71,6 +71,8 @@ async def _parse_submit(request: Request, state: GatewayState) -> tuple[SubmitBo
             if why:
                 where = "callback_url" if target.url == body.callback_url else f"targets.{index}.url"
                 raise BadRequest(f"{where}: {why}")
+        elif why := queue_names.refusal(target.queue, state.settings.GATEWAY_KEY_PREFIX):
+            raise BadRequest(f"targets.{index}.queue: {why}")
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return body, hashlib.sha256(canonical.encode()).hexdigest()
 
