@@ -6,7 +6,8 @@ comes back unchanged (status, body, ``api_id``), errors included, so SDKs raise 
 raise. A request with ``callback_url`` is asynchronous: the gateway puts its receiver in its place
 and keeps the client's URL as the request's ``plivo_relay`` target, which gets the callback as
 Plivo would have sent it, re-signed (V3) with the client's own token (``gateway.proxy_tokens``).
-Subscriptions get the same event as for any other request.
+Subscriptions get the same event as for any other request. A token reaches only its
+``resources`` (``gateway.proxy_tokens``); anything else is 403 before anything goes upstream.
 
 Not retried here, unlike ``/v1/requests``: a client of Plivo's API already owns its retry policy,
 and answering with Plivo's own status is what the drop-in promises. The shared upstream rate
@@ -27,11 +28,12 @@ from typing import Any
 import httpx
 from fastapi import Request
 
+from gateway import logs
 from gateway.api import ratelimit_keys
 from gateway.api.body import read_json
 from gateway.callbacks import REF_PARAM
-from gateway.errors import BadGateway, BadRequest, NotFound, Unauthorized
-from gateway.proxy_tokens import RELAY, token_hash, token_id_of
+from gateway.errors import BadGateway, BadRequest, Forbidden, NotFound, Unauthorized
+from gateway.proxy_tokens import DEFAULT_RESOURCES, RELAY, reaches, token_hash, token_id_of
 from gateway.ratelimit import SharedRateLimiter
 from gateway.state import GatewayState
 from gateway.store import NewRequest
@@ -39,6 +41,7 @@ from gateway.webhook_policy import refusal
 
 _RESOURCE = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-.]+)*/?$")
 Params = dict[str, Any]
+log = logs.get("gateway.proxy")
 
 
 def _unauthorized(message: str = "authentication failed") -> Unauthorized:
@@ -62,12 +65,14 @@ def _basic(request: Request) -> tuple[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who called the proxy: the token id ("" for the account's real token) and what that
-    token's async requests carry besides the relay (extra targets, metadata)."""
+    """Who called the proxy: the token id ("" for the account's real token), the resource
+    prefixes it may reach (None: all, for the real token) and what that token's async requests
+    carry besides the relay (extra targets, metadata)."""
 
     token_id: str
     targets: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    resources: tuple[str, ...] | None = None
 
 
 async def authenticate(request: Request, state: GatewayState, auth_id: str) -> Caller:
@@ -86,7 +91,19 @@ async def authenticate(request: Request, state: GatewayState, auth_id: str) -> C
         raise _unauthorized()
     await ratelimit_keys.enforce(request, state, "ptok:" + token_id)
     targets = json.loads(record.get("targets") or "[]")
-    return Caller(token_id, targets, json.loads(record.get("metadata") or "{}"))
+    # A token issued before tokens had resources gets the default scope.
+    stored = record.get("resources")
+    resources = tuple(json.loads(stored)) if stored else DEFAULT_RESOURCES
+    return Caller(token_id, targets, json.loads(record.get("metadata") or "{}"), resources)
+
+
+def authorize(caller: Caller, resource: str) -> None:
+    """403, in Plivo's error shape, when a token's resources do not reach ``resource``."""
+    if caller.resources is None or reaches(caller.resources, resource):
+        return
+    log.warning("proxy_forbidden", token_id=caller.token_id, resource=resource[:200])
+    what = repr(resource) if resource else "the account itself"
+    raise Forbidden(f"this proxy token may not access {what}; it reaches {', '.join(caller.resources)}")
 
 
 def check_resource(resource: str) -> str:

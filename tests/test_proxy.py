@@ -206,3 +206,128 @@ async def test_token_bodies_are_validated(stack_factory: Any) -> None:
     assert form.status_code == 415
     unknown = await stack.client.delete(url + "/0123456789abcdef", headers=stack.auth)
     assert unknown.status_code == 404 and set(unknown.json()) == {"api_id", "error"}
+
+
+# --- scope: the resources a token may reach ------------------------------------------------------
+
+
+async def issue_scoped(stack: Stack, resources: list[str] | None = None) -> dict[str, Any]:
+    spec = {} if resources is None else {"resources": resources}
+    response = await stack.client.post(stack.gateway.url + "/v1/proxy_tokens", json=spec, headers=stack.auth)
+    assert response.status_code == 201, response.text
+    token: dict[str, Any] = response.json()["proxy_token"]
+    return token
+
+
+async def proxied(stack: Stack, token: str, method: str, resource: str) -> int:
+    """The proxy's status for ``resource``; a refusal must be Plivo's error shape."""
+    auth_id = stack.settings.PLIVO_AUTH_ID
+    url = f"{stack.gateway.url}/v1/Account/{auth_id}/{resource}"
+    params = {"src": CALLER, "dst": CALLEE, "text": "hi"}
+    if method == "POST":
+        response = await stack.client.post(url, json=params, auth=(auth_id, token))
+    else:
+        response = await stack.client.request(method, url, params=params, auth=(auth_id, token))
+    if response.status_code == 403:
+        assert set(response.json()) == {"api_id", "error"}, response.text
+    return response.status_code
+
+
+async def test_a_default_token_reaches_messages_and_calls_only(stack_factory: Any, point_sdk_at: Any) -> None:
+    stack: Stack = await stack_factory(worker=False, GATEWAY_PROXY_TOKEN_SECRET=TOKEN_SECRET)
+    issued = await issue_scoped(stack)
+    token = issued["token"]
+    call = "0c2d7e1a-6b7e-4a3e-9a43-3c5b8f3f1d2e"
+    for method, resource in [
+        ("POST", "Message/"),
+        ("GET", "Message/"),
+        ("GET", "Message"),
+        ("GET", f"Call/{call}/"),
+        ("POST", f"Call/{call}/Record/"),
+        ("DELETE", f"Call/{call}/Record/"),
+    ]:
+        assert await proxied(stack, token, method, resource) == 200, (method, resource)
+    reached = len(stack.sandbox_state.requests)
+    for method, resource in [
+        ("GET", "Subaccount/"),
+        ("POST", "Subaccount/"),
+        ("GET", "Subaccount/SA0123456789/"),
+        ("GET", ""),  # the account root: account details
+        ("POST", ""),
+        ("GET", "Number/"),
+        ("GET", "MessageX/"),  # whole segments: Message/ does not admit MessageX/
+        ("GET", "Callback/"),
+        ("GET", "message/"),
+    ]:
+        assert await proxied(stack, token, method, resource) == 403, (method, resource)
+    assert len(stack.sandbox_state.requests) == reached  # nothing refused went upstream
+    # The SDK raises what Plivo's own 403 raises.
+    point_sdk_at(stack.gateway.url)
+    client = plivo.RestClient(stack.settings.PLIVO_AUTH_ID, token)
+    with pytest.raises(plivo.exceptions.ForbiddenError, match="may not access 'Subaccount/'"):
+        await asyncio.to_thread(client.subaccounts.create, "ops", enabled=True)
+    assert issued["resources"] == ["Message/", "Call/"]
+
+
+async def test_a_token_reaches_what_it_names(stack_factory: Any) -> None:
+    stack: Stack = await stack_factory(worker=False, GATEWAY_PROXY_TOKEN_SECRET=TOKEN_SECRET)
+    issued = await issue_scoped(stack, ["Subaccount", "Number/", "Call/abc/", "Number/"])
+    assert issued["resources"] == ["Subaccount/", "Number/", "Call/abc/"]
+    token = issued["token"]
+    assert await proxied(stack, token, "GET", "Subaccount/") == 200
+    assert await proxied(stack, token, "POST", "Subaccount/SA0123456789/") == 200
+    assert await proxied(stack, token, "GET", "Number/14155550100/") == 200
+    assert await proxied(stack, token, "GET", "Call/abc/Record/") == 200
+    assert await proxied(stack, token, "GET", "Call/abcd/") == 403
+    assert await proxied(stack, token, "GET", "Call/") == 403
+    assert await proxied(stack, token, "POST", "Message/") == 403  # naming replaces the default
+    assert await proxied(stack, token, "GET", "SubaccountX/") == 403
+
+
+async def test_a_token_stored_before_resources_gets_the_default(stack_factory: Any, redis: Redis) -> None:
+    from gateway.proxy_tokens import derive, token_hash
+
+    stack: Stack = await stack_factory(worker=False, GATEWAY_PROXY_TOKEN_SECRET=TOKEN_SECRET)
+    token_id = "00112233445566ff"
+    token = derive(TOKEN_SECRET, token_id)
+    # The record exactly as POST /v1/proxy_tokens wrote it before tokens had resources.
+    record = {"hash": token_hash(token), "created_at": "1", "description": "old", "targets": "[]"}
+    await redis.hset(
+        f"{stack.settings.GATEWAY_KEY_PREFIX}ptok:{token_id}", mapping={**record, "metadata": "{}"}
+    )
+    assert await proxied(stack, token, "POST", "Message/") == 200
+    assert await proxied(stack, token, "GET", "Call/x/Record/") == 200
+    assert await proxied(stack, token, "GET", "Subaccount/") == 403
+    assert await proxied(stack, token, "GET", "Number/") == 403
+    assert await proxied(stack, token, "GET", "") == 403
+
+
+async def test_token_resources_are_validated(stack_factory: Any) -> None:
+    stack: Stack = await stack_factory(worker=False, GATEWAY_PROXY_TOKEN_SECRET=TOKEN_SECRET)
+    url = stack.gateway.url + "/v1/proxy_tokens"
+    for resources, where in [
+        ([], "resources"),
+        (["Message/", "../Subaccount/"], "resources.1"),
+        (["Call/../Subaccount/"], "resources.0"),
+        (["Call/.."], "resources.0"),
+        (["https://api.plivo.com/v1/Account/X/Subaccount/"], "resources.0"),
+        (["/v1/Account/X/Subaccount/"], "resources.0"),
+        (["/Subaccount/"], "resources.0"),
+        ([""], "resources.0"),
+        (["/"], "resources.0"),
+        (["Message/*"], "resources.0"),
+        ([f"Number/{i}/" for i in range(21)], "resources"),
+        ("Message/", "resources"),
+    ]:
+        response = await stack.client.post(url, json={"resources": resources}, headers=stack.auth)
+        assert response.status_code == 400, (resources, response.text)
+        assert response.json()["error"].startswith(where + ":"), (resources, response.text)
+    twenty = [f"Number/{i}/" for i in range(20)]
+    assert (await issue_scoped(stack, twenty))["resources"] == twenty
+
+
+async def test_real_credentials_are_not_scoped(stack_factory: Any) -> None:
+    stack: Stack = await stack_factory(worker=False, GATEWAY_PROXY_PASSTHROUGH=True)
+    real = stack.settings.PLIVO_AUTH_TOKEN.get_secret_value()
+    for resource in ("Subaccount/", "Number/", "Message/"):
+        assert await proxied(stack, real, "GET", resource) == 200, resource

@@ -5,7 +5,9 @@
 | ``apirate:{caller}``     | string | ``GATEWAY_API_RATE_WINDOW`` | every API request   | the same       |
 | ``ptok:{token_id}``      | hash   | none (deleted on revoke)    | POST proxy_tokens   | proxy auth     |
 
-A ``ptok`` hash: ``hash``, ``created_at``, ``description``, ``targets`` and ``metadata`` (JSON).
+A ``ptok`` hash: ``hash``, ``created_at``, ``description``, ``resources``, ``targets`` and
+``metadata`` (JSON). A token issued before tokens had ``resources`` has none: the proxy gives it
+``proxy_tokens.DEFAULT_RESOURCES``.
 
 ``caller`` is a short SHA-256 of the API key (or of the proxy token id), so no key ever appears in
 Redis. A proxy token record holds the SHA-256 of the token, never the token: the gateway derives
@@ -48,8 +50,9 @@ class FrontDoorStore:
         return int(wait)
 
     async def save_token(self, token_id: str, record: dict[str, str]) -> None:
-        """``record``: ``hash`` (SHA-256 of the token), ``created_at``, ``description``, and the
-        ``targets`` / ``metadata`` (JSON) every async request made with the token gets."""
+        """``record``: ``hash`` (SHA-256 of the token), ``created_at``, ``description``, the
+        ``resources`` it may reach and the ``targets`` / ``metadata`` every async request made
+        with the token gets (those three JSON)."""
         await self.redis.hset(self.key("ptok", token_id), mapping=record)  # type: ignore[misc]
 
     async def get_token(self, token_id: str) -> dict[str, str]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway import logs, proxy, queue_names
 from gateway.api import ratelimit_keys
@@ -17,7 +17,14 @@ from gateway.api.routes.requests import validation_message
 from gateway.errors import BadRequest, NotFound, UnsupportedMediaType, new_api_id
 from gateway.events import iso_ms
 from gateway.models import Target, WebhookTarget
-from gateway.proxy_tokens import derive, new_token_id, token_hash
+from gateway.proxy_tokens import (
+    DEFAULT_RESOURCES,
+    MAX_RESOURCES,
+    derive,
+    new_token_id,
+    resource_prefix,
+    token_hash,
+)
 from gateway.store import now_ms
 from gateway.webhook_policy import refusal
 
@@ -38,6 +45,7 @@ PATH = "/{auth_id}/{resource:path}"
 async def forward(auth_id: str, resource: str, request: Request, state: State) -> Response:
     """Plivo's API, drop-in: forwarded upstream; async callbacks come back re-signed to the client."""
     caller = await proxy.authenticate(request, state, auth_id)
+    proxy.authorize(caller, resource)
     resource = proxy.check_resource(resource)
     params = await proxy.read_params(request, state)
     method = request.method
@@ -58,12 +66,21 @@ async def forward(auth_id: str, resource: str, request: Request, state: State) -
 
 
 class ProxyTokenBody(BaseModel):
-    """What every async request made with the token gets besides the relay to its callback_url."""
+    """What the token may reach, and what every async request made with it gets besides the
+    relay to its callback_url."""
 
     model_config = ConfigDict(extra="forbid")
     description: str = Field(default="", max_length=256)
+    resources: list[Annotated[str, AfterValidator(resource_prefix)]] = Field(
+        default_factory=lambda: list(DEFAULT_RESOURCES), min_length=1, max_length=MAX_RESOURCES
+    )
     targets: list[Target] = Field(default_factory=list, max_length=20)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("resources")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
 
 
 async def _token_body(request: Request, state: State) -> ProxyTokenBody:
@@ -100,6 +117,7 @@ async def create_token(request: Request, state: State, _: ApiKey) -> JSONRespons
         "hash": token_hash(token),
         "created_at": str(created),
         "description": body.description,
+        "resources": json.dumps(body.resources),
         "targets": json.dumps(targets),
         "metadata": json.dumps(body.metadata),
     }
@@ -110,6 +128,7 @@ async def create_token(request: Request, state: State, _: ApiKey) -> JSONRespons
         "auth_id": state.settings.PLIVO_AUTH_ID,
         "token": token,
         "description": body.description,
+        "resources": body.resources,
         "targets": targets,
         "metadata": body.metadata,
         "created_at": iso_ms(created),
