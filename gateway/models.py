@@ -46,7 +46,7 @@ class QueueTarget(BaseModel):
     @field_validator("function")
     @classmethod
     def _function(cls, value: str) -> str:
-        if not _FUNCTION.match(value):
+        if not _FUNCTION.fullmatch(value):
             raise ValueError("must be a Python identifier")
         return value
 
@@ -90,7 +90,7 @@ class SubmitBody(BaseModel):
     @classmethod
     def _resource(cls, value: str) -> str:
         value = value.lstrip("/")
-        if not _RESOURCE.match(value) or ".." in value:
+        if not _RESOURCE.fullmatch(value) or ".." in value:
             raise ValueError("must be a path below /v1/Account/{auth_id}/, e.g. 'Call/'")
         return value if value.endswith("/") else value + "/"
 

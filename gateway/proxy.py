@@ -107,7 +107,7 @@ def authorize(caller: Caller, resource: str) -> None:
 
 
 def check_resource(resource: str) -> str:
-    if not _RESOURCE.match(resource) or ".." in resource:
+    if not _RESOURCE.fullmatch(resource) or ".." in resource:
         raise NotFound(f"no such resource: {resource}")
     return resource
 

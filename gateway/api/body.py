@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import Receive
 
@@ -106,3 +107,21 @@ async def read_json(request: Request, settings: Settings, *, optional: bool = Fa
     if media_type(request) != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
     return parse_json(raw)
+
+
+# Tags of the target union (gateway.models.Target): pydantic puts the tag in an error's location
+# (``targets.1.queue.queue``), which reads as a field that does not exist.
+_UNION_TAGS = frozenset({"webhook", "queue"})
+
+
+def validation_message(exc: ValidationError) -> str:
+    """The first problem of a body, as ``field.path: what is wrong``."""
+    first = exc.errors()[0]
+    parts: list[str] = []
+    previous: object = None
+    for part in first["loc"]:
+        if not (isinstance(previous, int) and part in _UNION_TAGS):
+            parts.append(str(part))
+        previous = part
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{'.'.join(parts) or 'body'}: {message}"

@@ -11,9 +11,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from gateway import logs, proxy, queue_names
 from gateway.api import ratelimit_keys
-from gateway.api.body import media_type, read_limited
+from gateway.api.body import media_type, read_limited, validation_message
 from gateway.api.deps import ApiKey, State
-from gateway.api.routes.requests import validation_message
 from gateway.errors import BadRequest, NotFound, UnsupportedMediaType, new_api_id
 from gateway.events import iso_ms
 from gateway.models import Target, WebhookTarget

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from gateway import logs, metrics, netguard, queue_names, tracing
-from gateway.api.body import read_json
+from gateway.api.body import read_json, validation_message
 from gateway.api.deps import ApiKey, State
 from gateway.api.pagination import page
 from gateway.callbacks import REF_PARAM
@@ -40,12 +40,6 @@ from gateway.webhook_policy import https_refusal
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"])
 log = logs.get("gateway.requests")
-
-
-def validation_message(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "body"
-    return f"{where}: {first['msg']}"
 
 
 async def _parse_submit(request: Request, state: GatewayState) -> tuple[SubmitBody, str]:

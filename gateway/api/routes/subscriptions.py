@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway import netguard
-from gateway.api.body import read_json
+from gateway.api.body import read_json, validation_message
 from gateway.api.deps import ApiKey, State
 from gateway.api.pagination import page
 from gateway.api.routes.deliveries import enable_first, time_ms
@@ -68,12 +68,6 @@ class ReplayBody(BaseModel):
     created_at__lte: str | None = None
 
 
-def _validation_message(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "body"
-    return f"{where}: {first['msg']}"
-
-
 async def json_body(request: Request, state: GatewayState, *, optional: bool = False) -> dict[str, Any]:
     """The JSON object in the body (415 for another type; ``optional``: an empty body is {})."""
     return await read_json(request, state.settings, optional=optional)
@@ -117,7 +111,7 @@ async def create_subscription(request: Request, state: State, _: ApiKey) -> JSON
     try:
         body = SubscriptionBody.model_validate(await json_body(request, state))
     except ValidationError as exc:
-        raise BadRequest(_validation_message(exc)) from exc
+        raise BadRequest(validation_message(exc)) from exc
     settings = state.settings
     why = await netguard.refusal(
         body.url,
@@ -202,7 +196,7 @@ async def bulk_replay(sub_id: str, request: Request, state: State, _: ApiKey) ->
     try:
         body = ReplayBody.model_validate(await json_body(request, state, optional=True))
     except ValidationError as exc:
-        raise BadRequest(_validation_message(exc)) from exc
+        raise BadRequest(validation_message(exc)) from exc
     if (await _found(state, sub_id)).get("status") == "disabled":
         raise enable_first(sub_id)
     cap = state.settings.GATEWAY_BULK_REPLAY_MAX
