@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,28 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _encodable(value: Any) -> bool:
+    """Whether every string and key in a parsed JSON value encodes as UTF-8."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return False
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
 def parse_json(raw: bytes) -> dict[str, Any]:
     """A JSON object, or a 400 that says what is wrong (used for callbacks and API bodies).
 
@@ -109,8 +132,10 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     keys, at most ``MAX_JSON_DEPTH`` levels and ``MAX_NUMBER_CHARS`` characters a number; so
     anything stored re-encodes as JSON every other parser reads the same way."""
     try:
+        # Decoded here, strictly: json.loads(bytes) lets UTF-8-encoded surrogates through.
+        text = raw.decode("utf-8")
         data = json.loads(
-            raw, parse_constant=_no_constant, parse_int=_int, parse_float=_float, object_pairs_hook=_object
+            text, parse_constant=_no_constant, parse_int=_int, parse_float=_float, object_pairs_hook=_object
         )
     except RecursionError:
         data = _TOO_DEEP  # nested far past MAX_JSON_DEPTH
@@ -118,6 +143,10 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise BadRequest(f"body is not valid JSON: {exc}") from exc
     if data is _TOO_DEEP or _depth(data) > MAX_JSON_DEPTH:
         raise BadRequest(f"body is not valid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
+    if _SURROGATE_ESCAPE.search(raw) and not _encodable(data):
+        # A \ud800 escape alone decodes to a code point UTF-8 cannot hold: nothing could store,
+        # sign or send it. (A valid pair decodes to one character and passes.)
+        raise BadRequest("body is not valid JSON: a \\u escape is a lone surrogate, not a character")
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
     return data

@@ -15,7 +15,7 @@ RESERVED_PARAMS = frozenset({"callback_url", "callback_method"})
 
 
 class WebhookTarget(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: Literal["webhook"]
     url: str = Field(max_length=2048)
     method: Literal["POST", "GET"] = "POST"
@@ -29,7 +29,7 @@ class WebhookTarget(BaseModel):
 
 
 class QueueTarget(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: Literal["queue"]
     queue: str
     function: str
@@ -55,7 +55,7 @@ Target = Annotated[WebhookTarget | QueueTarget, Field(discriminator="type")]
 
 
 class SubmitBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     method: Literal["POST", "GET", "DELETE"] = "POST"
     resource: str = Field(min_length=1, max_length=512)
     params: dict[str, Any] = Field(default_factory=dict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -19,6 +20,7 @@ from gateway.store.delivery import DeliveryQuery
 router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
 events_router = APIRouter(prefix="/v1/events", tags=["events"])
 
+MAX_UNIX_S = 253402300799  # 9999-12-31T23:59:59Z
 DeliveryStatus = Literal["pending", "succeeded", "failed"]
 
 
@@ -27,9 +29,13 @@ def time_ms(name: str, value: str | None) -> int | None:
     if value is None or value == "":
         return None
     try:
-        return int(float(value) * 1000)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds) or abs(seconds) > MAX_UNIX_S:
+            raise BadRequest(f"{name}: Unix seconds out of range")
+        return int(seconds * 1000)
     try:
         moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:

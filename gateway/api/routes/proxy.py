@@ -13,6 +13,7 @@ from gateway import logs, proxy, queue_names
 from gateway.api import ratelimit_keys
 from gateway.api.body import media_type, read_limited, validation_message
 from gateway.api.deps import ApiKey, State
+from gateway.callbacks import parse_json
 from gateway.errors import BadRequest, NotFound, UnsupportedMediaType, new_api_id
 from gateway.events import iso_ms
 from gateway.models import Target, WebhookTarget
@@ -68,7 +69,7 @@ class ProxyTokenBody(BaseModel):
     """What the token may reach, and what every async request made with it gets besides the
     relay to its callback_url."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     description: str = Field(default="", max_length=256)
     resources: list[Annotated[str, AfterValidator(resource_prefix)]] = Field(
         default_factory=lambda: list(DEFAULT_RESOURCES), min_length=1, max_length=MAX_RESOURCES
@@ -89,7 +90,7 @@ async def _token_body(request: Request, state: State) -> ProxyTokenBody:
     if media_type(request) != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
     try:
-        body = ProxyTokenBody.model_validate_json(raw)
+        body = ProxyTokenBody.model_validate(parse_json(raw))
     except ValidationError as exc:
         raise BadRequest(validation_message(exc)) from exc
     for index, target in enumerate(body.targets):

@@ -37,7 +37,7 @@ MAX_DELAY_S = 7 * 86400
 
 
 class SubscriptionBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     url: str = Field(max_length=2048)
     event_types: list[str] = Field(min_length=1, max_length=len(EVENT_TYPES))
     description: str = Field(default="", max_length=500)
@@ -63,7 +63,7 @@ class SubscriptionBody(BaseModel):
 
 
 class ReplayBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     created_at__gte: str | None = None
     created_at__lte: str | None = None
 
