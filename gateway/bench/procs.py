@@ -95,6 +95,9 @@ def cpu_seconds(pids: list[int]) -> float | None:
     return total / tick
 
 
+GATEWAY_FACTORY = "gateway.cli:app_from_env"
+
+
 def uvicorn_args(factory: str, port: int, workers: int) -> list[str]:
     """``callback-gateway serve``'s uvicorn settings, for any app factory."""
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
@@ -136,7 +139,13 @@ def wait_http(children: Children, name: str, url: str, timeout: float = 30.0) ->
 def serve(
     children: Children, name: str, factory: str, port: int, workers: int, env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
-    proc = children.spawn(name, uvicorn_args(factory, port, workers), env)
+    if factory == GATEWAY_FACTORY:
+        # The gateway exactly as `callback-gateway serve` runs it (gateway.serving: its HTTP
+        # protocol with the header deadline, the connection cap), not uvicorn's own command.
+        args = ["-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        proc = children.spawn(name, [*args, "--workers", str(workers)], env)
+    else:
+        proc = children.spawn(name, uvicorn_args(factory, port, workers), env)
     health = "/_stats" if name == "subscriber" else "/healthz"
     wait_http(children, name, f"http://127.0.0.1:{port}{health}")
     return proc

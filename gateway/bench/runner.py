@@ -53,7 +53,7 @@ def _stack(opts: BenchOptions, workdir: Path) -> Iterator[Run]:
             assert own_redis is not None
             port, token = free_port(), secrets.token_urlsafe(30)
             env = _env(own_redis.url, port, token, opts)
-            procs.serve(children, "gateway", "gateway.cli:app_from_env", port, opts.server_workers, env)
+            procs.serve(children, "gateway", procs.GATEWAY_FACTORY, port, opts.server_workers, env)
             yield Run(
                 opts,
                 workdir,
