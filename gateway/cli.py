@@ -1,29 +1,181 @@
-"""The ``callback-gateway`` command line."""
+"""Turn Plivo's asynchronous API callbacks into reliable, signed, retried events.
+
+Your services submit requests to the gateway; it calls Plivo with its own callback_url, verifies
+and stores each callback, matches it with its request and delivers the outcome to webhooks and
+arq queues.
+
+New here? Run `callback-gateway dev` (everything on one machine, no outside service) and follow
+docs/walkthrough.md. Settings come from the environment and from a .env file in the working
+directory (.env.example lists them all); every command reports all invalid settings at once,
+one `NAME: problem` line each, and exits with status 2.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import sys
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import typer
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from gateway import logs
+from gateway import settings as settings_module
 from gateway.settings import Settings
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# Help renders as plain text (click's formatter), wrapped to the terminal and never cut: rich's
+# tables truncated long option texts at 80 columns and showed types such as ``<bool>``.
+cli = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help=__doc__,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+Problem = tuple[str, str]  # (the variable or option at fault, what is wrong with it)
+Check = Callable[[Settings], list[Problem]]
 
 
-def load_settings() -> Settings:
+def command(func: F) -> F:
+    """A subcommand whose summary in the command list is the first line of its docstring, whole
+    (click cuts a summary it derives itself to fit the terminal)."""
+    summary = (func.__doc__ or "").strip().splitlines()[0]
+    return cli.command(short_help=summary)(func)
+
+
+def _problem(error: ErrorDetails) -> Problem:
+    """A pydantic error as (environment variable name, message); values are never shown."""
+    message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    loc = error["loc"]
+    if not loc:  # a rule across fields: its message names them
+        return "", message
+    where = "".join(f" item {part + 1}" if isinstance(part, int) else "" for part in loc[1:])
+    return str(loc[0]), f"{where.strip()}: {message}" if where else message
+
+
+def _defaults_for(errors: Sequence[ErrorDetails]) -> Settings | None:
+    """The settings with every invalid variable at its default, so that a command's own
+    requirements can be checked too (all problems at once); None if a rule across fields failed."""
+    if any(not e["loc"] for e in errors):
+        return None
+    names = {str(e["loc"][0]) for e in errors}
+    fields = Settings.model_fields
+    values: dict[str, Any] = {
+        name: fields[name].get_default(call_default_factory=True) for name in names if name in fields
+    }
     try:
-        return Settings()
+        return Settings(**values)
+    except ValidationError:
+        return None
+
+
+def fail(problems: Sequence[Problem], heading: str = "invalid configuration") -> NoReturn:
+    """Report every problem, one ``NAME: message`` line each, and exit 2."""
+    lines = [f"  {name}: {message}" if name else f"  {message}" for name, message in problems]
+    typer.echo(f"{heading}:\n" + "\n".join(lines), err=True)
+    raise typer.Exit(2)
+
+
+def load_settings(*checks: Check, warn_unknown: bool = True) -> Settings:
+    """The settings from the environment and ``.env``; ``checks`` are a command's own
+    requirements. Any problem, invalid values and unmet requirements alike, is reported (all of
+    them, one line each) and the command exits 2. Variables that look like settings but are
+    none (typos) are warned about unless ``warn_unknown`` is false."""
+    settings: Settings | None
+    try:
+        settings, problems = Settings(), []
     except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        typer.echo("invalid configuration:\n" + "\n".join(lines), err=True)
-        raise typer.Exit(2) from None
+        problems = [_problem(error) for error in exc.errors()]
+        settings = _defaults_for(exc.errors())
+    if settings is not None:
+        invalid = {name for name, _ in problems}
+        for check in checks:
+            problems += [p for p in check(settings) if p[0] not in invalid]
+    if problems or settings is None:
+        fail(problems)
+    if warn_unknown:
+        _warn_unknown_names()
+    return settings
+
+
+def _warn_unknown_names() -> None:
+    """Warn about variables that look like settings but are none: a typo keeps a default."""
+    # getattr: gateway.settings grows ``unknown_names`` and ``closest_setting`` in a change of
+    # its own; until it lands there is nothing to warn with.
+    unknown_names = getattr(settings_module, "unknown_names", None)
+    closest_setting = getattr(settings_module, "closest_setting", None)
+    if unknown_names is None or closest_setting is None:
+        return
+    for name in unknown_names():
+        meant = closest_setting(name)
+        hint = f" (did you mean {meant}?)" if meant else ""
+        typer.echo(f"warning: {name} is not a setting of callback-gateway{hint}; ignored", err=True)
+
+
+def redis_url_problems(settings: Settings) -> list[Problem]:
+    """A REDIS_URL redis-py cannot use fails at start, not at first connection."""
+    from redis.asyncio.connection import parse_url
+
+    try:
+        parse_url(settings.REDIS_URL)
+    except ValueError as exc:
+        return [("REDIS_URL", f"not a Redis URL ({exc}); expected redis://[[user]:password@]host:port/db")]
+    return []
+
+
+def worker_redis_url_problems(settings: Settings) -> list[Problem]:
+    """The worker's job queue (arq) reads REDIS_URL itself, and understands less of it."""
+    problems = redis_url_problems(settings)
+    if problems:
+        return problems
+    if urlsplit(settings.REDIS_URL).scheme == "unix" and not settings.REDIS_SENTINELS:
+        # arq.RedisSettings.from_dsn takes unix:///path for localhost:6379: another Redis.
+        return [("REDIS_URL", "the worker's job queue (arq) cannot use a unix:// socket; use redis://")]
+    from arq.connections import RedisSettings
+
+    try:
+        RedisSettings.from_dsn(settings.REDIS_URL)
+    except (ValueError, RuntimeError) as exc:
+        return [("REDIS_URL", f"the worker's job queue (arq) cannot use it: {exc}")]
+    return []
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (in the authority or a ``password`` parameter) as ``****``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:****@{hostport}"
+    query = parts.query
+    if "password" in query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "****" if k == "password" else v) for k, v in pairs], safe="*")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def state_in_use(settings: Settings) -> dict[str, str]:
+    """Which Redis (and database) this process uses, passwords masked, for its start log line."""
+    used = {"redis": mask_url(settings.REDIS_URL)}
+    if "REDIS_URL" not in settings.model_fields_set:
+        used["redis_from"] = "default (REDIS_URL is not set)"
+    if settings.REDIS_SENTINELS:
+        used["redis_sentinels"] = ",".join(settings.REDIS_SENTINELS)
+        used["redis_sentinel_master"] = settings.REDIS_SENTINEL_MASTER
+    database = os.environ.get("DATABASE_URL")
+    if database:
+        used["database"] = mask_url(database)
+    return used
 
 
 # Collect young objects every 20,000 net allocations instead of 700, older ones as rarely.
@@ -50,7 +202,7 @@ def app_from_env() -> object:
     from gateway import serving
     from gateway.app import create_app
 
-    settings = load_settings()
+    settings = load_settings(warn_unknown=False)  # `serve` has warned already
     logs.configure(settings.LOG_FORMAT, settings.LOG_LEVEL)
     serving.configure(settings)
     app = create_app(settings)
@@ -58,34 +210,114 @@ def app_from_env() -> object:
     return app
 
 
-@cli.command()
-def serve(
-    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to bind")] = 8000,
-    workers: Annotated[int, typer.Option(help="server processes")] = 1,
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"callback-gateway {metadata.version('callback-gateway')}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
 ) -> None:
-    """Run the API and callback receiver (uvicorn)."""
+    pass
+
+
+def _serve_requirements(host: str, port: int) -> Check:
+    def check(settings: Settings) -> list[Problem]:
+        problems: list[Problem] = []
+        if not settings.api_keys:
+            problems.append(("GATEWAY_API_KEYS", "serve needs at least one (comma-separated bearer keys)"))
+        if settings.GATEWAY_VERIFY_SIGNATURES and not settings.PLIVO_AUTH_TOKEN.get_secret_value():
+            problems.append(
+                (
+                    "PLIVO_AUTH_TOKEN",
+                    "needed to verify callback signatures (GATEWAY_VERIFY_SIGNATURES=false turns "
+                    "verification off, for debugging only)",
+                )
+            )
+        if port == settings.GATEWAY_ADMIN_PORT:
+            problems.append(("GATEWAY_ADMIN_PORT", f"must differ from --port ({port})"))
+        problems += _tls_problems(settings) + redis_url_problems(settings)
+        if not problems:  # only worth trying once the configuration is right
+            problems += _unbindable(host, [port, settings.GATEWAY_ADMIN_PORT])
+        return problems
+
+    return check
+
+
+def _tls_problems(settings: Settings) -> list[Problem]:
+    cert, key = settings.GATEWAY_TLS_CERT_FILE, settings.GATEWAY_TLS_KEY_FILE
+    problems: list[Problem] = []
+    for name, path, other in (
+        ("GATEWAY_TLS_CERT_FILE", cert, "GATEWAY_TLS_KEY_FILE"),
+        ("GATEWAY_TLS_KEY_FILE", key, "GATEWAY_TLS_CERT_FILE"),
+    ):
+        if not path and (cert or key):
+            problems.append((name, f"set it too ({other} is set), or neither"))
+        elif path and not os.path.isfile(path):
+            problems.append((name, f"no such file {path}"))
+    return problems
+
+
+def _unbindable(
+    host: str, ports: Sequence[int | None], names: Sequence[str] = ("--port", "GATEWAY_ADMIN_PORT")
+) -> list[Problem]:
+    """Ports that cannot be listened on (in use, or privileged), checked before anything starts."""
     from gateway import serving
 
-    settings = load_settings()
-    if not settings.api_keys:
-        typer.echo("refusing to start: set GATEWAY_API_KEYS (comma-separated bearer keys)", err=True)
-        raise typer.Exit(2)
-    if settings.GATEWAY_VERIFY_SIGNATURES and not settings.PLIVO_AUTH_TOKEN.get_secret_value():
-        typer.echo("refusing to start: PLIVO_AUTH_TOKEN is needed to verify callbacks", err=True)
-        raise typer.Exit(2)
-    if port == settings.GATEWAY_ADMIN_PORT:
-        typer.echo("refusing to start: GATEWAY_ADMIN_PORT must differ from --port", err=True)
-        raise typer.Exit(2)
-    from gateway import tls
+    problems: list[Problem] = []
+    for option, port in zip(names, ports, strict=True):
+        if port is None:
+            continue
+        try:
+            serving.bind(host, port).close()
+        except OSError as exc:
+            problems.append((option, f"cannot listen on {host}:{port}: {exc.strerror or exc}"))
+    return problems
 
-    tls_problem = tls.problem(settings)
-    if tls_problem:
-        typer.echo(f"refusing to start: {tls_problem}", err=True)
-        raise typer.Exit(2)
+
+HostOption = Annotated[
+    str, typer.Option(metavar="HOST", help="Interface to listen on (0.0.0.0 for every IPv4 one).")
+]
+
+
+@command
+def serve(
+    host: HostOption = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port of the API and callback receiver.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(metavar="N", min=1, help="Server processes sharing the port(s).")
+    ] = 1,
+) -> None:
+    """Run the API and the callback receiver (uvicorn).
+
+    Needs GATEWAY_API_KEYS, PLIVO_AUTH_TOKEN (to verify callback signatures) and a reachable
+    REDIS_URL (while Redis is down it keeps trying and /readyz answers 503). With
+    GATEWAY_ADMIN_PORT set, the API, /docs and /metrics move to that second port and this one
+    serves only the receiver and health. HTTPS with GATEWAY_TLS_CERT_FILE and
+    GATEWAY_TLS_KEY_FILE. Logs one serve_listening line with its addresses and Redis.
+    """
+    from gateway import serving, tls
+
+    settings = load_settings(_serve_requirements(host, port))
     logs.configure(settings.LOG_FORMAT, settings.LOG_LEVEL)
+    log = logs.get("gateway.cli")
+    scheme = "https" if settings.GATEWAY_TLS_CERT_FILE else "http"
+    address = f"[{host}]" if ":" in host else host
+    log.info(
+        "serve_listening",
+        listen=f"{scheme}://{address}:{port}",
+        admin=f"{scheme}://{address}:{settings.GATEWAY_ADMIN_PORT}" if settings.GATEWAY_ADMIN_PORT else None,
+        callback_url=settings.callback_url,
+        workers=workers,
+        **state_in_use(settings),
+    )
     if not settings.GATEWAY_VERIFY_SIGNATURES:
-        logs.get("gateway.cli").warning("signature_verification_disabled")
+        log.warning("signature_verification_disabled")
     serving.run(
         settings,
         host,
@@ -107,84 +339,195 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-@cli.command()
+@command
 def worker() -> None:
-    """Run the worker that correlates callbacks, fans out events and delivers them."""
-    from workers.main import run_worker
+    """Run the worker that correlates callbacks, fans out events and delivers them.
 
-    settings = load_settings()
+    Also times requests out and sweeps. While its Redis (REDIS_URL) cannot be reached at start
+    it waits, logging one redis_unavailable line per attempt, as it does when Redis goes away
+    later; a Redis that refuses its password ends it (exit 1). WORKER_METRICS_PORT serves its
+    Prometheus metrics. Logs one worker_starting line with its queue, metrics port and Redis.
+    """
+    from redis.exceptions import RedisError
+
+    from workers.main import queue_name, run_worker
+
+    settings = load_settings(worker_redis_url_problems)
     logs.configure(settings.LOG_FORMAT, settings.LOG_LEVEL)
+    metrics_port = settings.WORKER_METRICS_PORT
+    logs.get("gateway.cli").info(
+        "worker_starting",
+        queue=queue_name(settings),
+        metrics=f"http://0.0.0.0:{metrics_port}/metrics" if metrics_port else "off (WORKER_METRICS_PORT)",
+        **state_in_use(settings),
+    )
     tune_gc()
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(run_worker(settings))
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(run_worker(settings))
+    except (RedisError, OSError) as exc:
+        typer.echo(f"worker: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
-@cli.command()
+@command
 def sandbox(
-    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to bind")] = 8001,
+    host: HostOption = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8001,
 ) -> None:
-    """Run a local stand-in for Plivo's API that calls callback_url back, signed."""
+    """Run a local stand-in for Plivo's API that calls callback_url back, signed.
+
+    Accepts requests for PLIVO_AUTH_ID with PLIVO_AUTH_TOKEN (HTTP Basic), answers
+    "async api spawned" and then sends the result to callback_url signed with that token.
+    POST /_sandbox/config changes how it behaves (delay, callback_first, duplicates, signature,
+    replies, encoding, status_callbacks; docs/walkthrough.md); GET /_sandbox/requests and
+    GET /_sandbox/callbacks show what it received and sent.
+    """
     import uvicorn
 
     from gateway.sandbox import create_sandbox
 
-    settings = load_settings()
-    auth_id = settings.PLIVO_AUTH_ID
+    def credentials(settings: Settings) -> list[Problem]:
+        needed = {
+            "PLIVO_AUTH_ID": settings.PLIVO_AUTH_ID,
+            "PLIVO_AUTH_TOKEN": settings.PLIVO_AUTH_TOKEN.get_secret_value(),
+        }
+        return [(name, "the sandbox accepts only these: set it") for name, v in needed.items() if not v]
+
+    settings = load_settings(credentials)
     token = settings.PLIVO_AUTH_TOKEN.get_secret_value()
-    if not auth_id or not token:
-        typer.echo("set PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN for the sandbox to accept", err=True)
-        raise typer.Exit(2)
-    uvicorn.run(create_sandbox(auth_id, token), host=host, port=port, access_log=False, log_level="warning")
+    uvicorn.run(
+        create_sandbox(settings.PLIVO_AUTH_ID, token),
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="warning",
+    )
 
 
-@cli.command()
-def dev(port: Annotated[int, typer.Option(help="gateway port")] = 8000) -> None:
-    """Everything on one machine: embedded Redis, sandbox, API/receiver and worker."""
+@command
+def dev(
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="Port of the gateway (API and receiver) on 127.0.0.1.")
+    ] = 8000,
+    worker_metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PORT",
+            help="Also serve the worker's Prometheus metrics on this port (default: "
+            "WORKER_METRICS_PORT if set, else off).",
+        ),
+    ] = None,
+) -> None:
+    """Everything on one machine: embedded Redis, Plivo sandbox, API/receiver and worker.
+
+    Checks its ports first, then starts the lot and prints a banner with the URLs, a generated
+    API key, the sandbox's PLIVO_AUTH_ID and token, the webhook secret, the sandbox's knobs and a
+    ready curl line (docs/walkthrough.md goes on from there). Uses REDIS_URL only when it is set
+    in the environment; otherwise starts its own Redis. Ctrl-C stops everything.
+    """
     from gateway.dev import run_dev
 
-    sys.exit(run_dev(port))
+    def requirements(settings: Settings) -> list[Problem]:
+        metrics_port = settings.WORKER_METRICS_PORT if worker_metrics_port is None else worker_metrics_port
+        problems = _unbindable("127.0.0.1", [port, settings.GATEWAY_ADMIN_PORT])
+        if metrics_port:
+            name = "WORKER_METRICS_PORT" if worker_metrics_port is None else "--worker-metrics-port"
+            problems += _unbindable("0.0.0.0", [metrics_port], [name])  # noqa: S104
+        if os.environ.get("REDIS_URL"):  # dev uses it only from the environment
+            problems += worker_redis_url_problems(settings)
+        return problems
+
+    settings = load_settings(requirements)
+    metrics_port = settings.WORKER_METRICS_PORT if worker_metrics_port is None else worker_metrics_port
+    sys.exit(run_dev(settings, port, worker_metrics_port=metrics_port))
 
 
-@cli.command()
+@command
 def bench(
     quick: Annotated[
-        bool, typer.Option(help="tiny run in seconds (proves it works; figures meaningless)")
+        bool,
+        typer.Option("--quick", help="A tiny run of a few seconds: proves it works, figures meaningless."),
     ] = False,
     phases: Annotated[
-        str | None, typer.Option(help="comma list: ingest,baselines,e2e,delivery,memory")
+        str | None,
+        typer.Option(
+            metavar="LIST",
+            help="Comma-separated phases to run, of ingest, baselines, e2e, delivery, memory [all].",
+        ),
     ] = None,
-    duration: Annotated[float | None, typer.Option(help="seconds per saturated run [8]")] = None,
+    duration: Annotated[
+        float | None, typer.Option(metavar="SECONDS", help="Length of each saturated run [8].")
+    ] = None,
     warmup: Annotated[
-        float | None, typer.Option(help="warm-up seconds before each saturated run [1]")
+        float | None, typer.Option(metavar="SECONDS", help="Warm-up before each saturated run [1].")
     ] = None,
-    concurrency: Annotated[int | None, typer.Option(help="connections for saturated runs [64]")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(metavar="N", help="Connections for the saturated runs [64].")
+    ] = None,
     fixed_rate: Annotated[
-        int | None, typer.Option(help="ingest rate for the latency figure [1000/s]")
+        int | None,
+        typer.Option(metavar="PER_S", help="Callbacks per second for the unsaturated latency figure [1000]."),
     ] = None,
-    fixed_duration: Annotated[float | None, typer.Option(help="seconds at --fixed-rate [5]")] = None,
-    e2e_rate: Annotated[int | None, typer.Option(help="callbacks/s for end-to-end latency [500]")] = None,
-    e2e_duration: Annotated[float | None, typer.Option(help="seconds at --e2e-rate [8]")] = None,
-    deliveries: Annotated[int | None, typer.Option(help="webhooks for delivery throughput [10000]")] = None,
+    fixed_duration: Annotated[
+        float | None, typer.Option(metavar="SECONDS", help="Length of the run at --fixed-rate [5].")
+    ] = None,
+    e2e_rate: Annotated[
+        int | None,
+        typer.Option(metavar="PER_S", help="Callbacks per second for the end-to-end latency figure [500]."),
+    ] = None,
+    e2e_duration: Annotated[
+        float | None, typer.Option(metavar="SECONDS", help="Length of the run at --e2e-rate [8].")
+    ] = None,
+    deliveries: Annotated[
+        int | None, typer.Option(metavar="N", help="Webhook deliveries for the throughput figure [10000].")
+    ] = None,
     pending: Annotated[
-        int | None, typer.Option(help="pending requests for the memory figure [100000]")
+        int | None, typer.Option(metavar="N", help="Pending requests for the memory figure [100000].")
     ] = None,
-    sweep_pending: Annotated[int | None, typer.Option(help="pending for the sweep cost [1000000]")] = None,
-    sweep_due: Annotated[int | None, typer.Option(help="due among them [1000]")] = None,
-    server_workers: Annotated[int | None, typer.Option("--workers", help="uvicorn processes [2]")] = None,
-    load_procs: Annotated[int | None, typer.Option(help="Python load processes [one per core]")] = None,
+    sweep_pending: Annotated[
+        int | None, typer.Option(metavar="N", help="Pending requests for the sweep cost [1000000].")
+    ] = None,
+    sweep_due: Annotated[
+        int | None, typer.Option(metavar="N", help="How many of those are due at once [1000].")
+    ] = None,
+    server_workers: Annotated[
+        int | None, typer.Option("--workers", metavar="N", help="uvicorn processes of the stack [2].")
+    ] = None,
+    load_procs: Annotated[
+        int | None, typer.Option(metavar="N", help="Python load-generator processes [one per core].")
+    ] = None,
     python_load: Annotated[
-        bool, typer.Option(help="use the Python generator even if wrk is on PATH")
+        bool, typer.Option("--python-load", help="Use the Python load generator even if wrk is on PATH.")
     ] = False,
-    log_level: Annotated[str | None, typer.Option(help="LOG_LEVEL of the stack under test [WARNING]")] = None,
-    url: Annotated[str | None, typer.Option(help="target a running stack (loopback only)")] = None,
-    auth_token: Annotated[str | None, typer.Option(help="with --url: its PLIVO_AUTH_TOKEN")] = None,
-    public_url: Annotated[str | None, typer.Option(help="with --url: its GATEWAY_PUBLIC_URL")] = None,
-    redis_url: Annotated[str | None, typer.Option(help="with --url: its REDIS_URL (e2e, delivery)")] = None,
-    key_prefix: Annotated[str | None, typer.Option(help="with --url: its GATEWAY_KEY_PREFIX [cg:]")] = None,
-    json_path: Annotated[str | None, typer.Option("--json", help="also write the results as JSON")] = None,
+    log_level: Annotated[
+        str | None, typer.Option(metavar="LEVEL", help="LOG_LEVEL of the stack under test [WARNING].")
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="Measure a stack already running there (loopback only)."),
+    ] = None,
+    auth_token: Annotated[
+        str | None, typer.Option(metavar="TOKEN", help="With --url: the PLIVO_AUTH_TOKEN it verifies with.")
+    ] = None,
+    public_url: Annotated[
+        str | None, typer.Option(metavar="URL", help="With --url: its GATEWAY_PUBLIC_URL [--url].")
+    ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(metavar="URL", help="With --url: its REDIS_URL (e2e, delivery phases).")
+    ] = None,
+    key_prefix: Annotated[
+        str | None, typer.Option(metavar="PREFIX", help="With --url: its GATEWAY_KEY_PREFIX [cg:].")
+    ] = None,
+    json_path: Annotated[
+        str | None, typer.Option("--json", metavar="FILE", help="Also write the results to FILE as JSON.")
+    ] = None,
 ) -> None:
-    """Measure ingest, baselines, end-to-end latency, delivery and memory on loopback."""
+    """Measure ingest, baselines, end-to-end latency, delivery and memory on loopback.
+
+    Starts its own stack (embedded Redis, server, worker, receivers) unless --url points at a
+    running one. Results and how to read them: docs/performance.md.
+    """
     flags = dict(locals())  # first: only the options
     from gateway.bench.command import main as bench_main
 

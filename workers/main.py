@@ -12,7 +12,7 @@ from typing import Any
 
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 
 from gateway import logs, metrics, netguard
 from gateway.redis_batch import BatchingRedis
@@ -27,6 +27,10 @@ from workers.heartbeat import heartbeat
 from workers.sweeps import run_sweeps
 
 log = logs.get("workers.main")
+
+# Longest pause between two attempts to reach Redis at start: a Redis started after the worker
+# (compose and Kubernetes start order) is found within this many seconds of coming up.
+REDIS_WAIT_MAX_S = 5.0
 
 
 def queue_name(settings: Settings) -> str:
@@ -195,8 +199,10 @@ async def run_worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-    if settings.WORKER_METRICS_PORT:
-        metrics.serve_worker_metrics(settings.WORKER_METRICS_PORT)
+    _serve_metrics(settings.WORKER_METRICS_PORT)
+    if not await wait_for_redis(settings, stop):
+        log.info("worker_stopped", jobs_cut_off=0)
+        return
     started = asyncio.Event()
     worker = build_worker(settings, started=started, during_startup=during_startup)
     main = asyncio.create_task(worker.async_run())
@@ -210,6 +216,42 @@ async def run_worker(
     log.info("worker_stopped", jobs_cut_off=cut)
     if error is not None:
         raise error
+
+
+def _serve_metrics(port: int) -> None:
+    if not port:
+        return
+    try:
+        metrics.serve_worker_metrics(port)
+    except OSError as exc:  # the port is taken: say which setting chose it
+        raise OSError(exc.errno, f"WORKER_METRICS_PORT {port}: {exc.strerror}") from exc
+
+
+async def wait_for_redis(settings: Settings, stop: asyncio.Event) -> bool:
+    """Wait until Redis answers (True) or ``stop`` is set (False), logging one
+    ``redis_unavailable`` line per failed attempt, the pauses doubling up to REDIS_WAIT_MAX_S.
+
+    Waiting, rather than exiting, because a worker often starts before its Redis (compose,
+    Kubernetes) and is expected to wait it out, as it waits out an outage once running and as
+    ``serve`` does; the lines say what is wrong meanwhile. A Redis that refuses the credentials
+    will not change its mind: that error is raised."""
+    redis = make_redis(settings)
+    delay = 0.5
+    try:
+        while not stop.is_set():
+            try:
+                await redis.ping()
+                return True
+            except AuthenticationError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, REDIS_WAIT_MAX_S)
+        return False
+    finally:
+        await redis.aclose()
 
 
 async def _until(main: asyncio.Task[None], event: asyncio.Event) -> None:
