@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Annotated, Any, NoReturn, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import typer
 from pydantic import ValidationError
@@ -137,9 +137,6 @@ def worker_redis_url_problems(settings: Settings) -> list[Problem]:
     problems = redis_url_problems(settings)
     if problems:
         return problems
-    if urlsplit(settings.REDIS_URL).scheme == "unix" and not settings.REDIS_SENTINELS:
-        # arq.RedisSettings.from_dsn takes unix:///path for localhost:6379: another Redis.
-        return [("REDIS_URL", "the worker's job queue (arq) cannot use a unix:// socket; use redis://")]
     from arq.connections import RedisSettings
 
     try:
@@ -152,16 +149,16 @@ def worker_redis_url_problems(settings: Settings) -> list[Problem]:
 def mask_url(url: str) -> str:
     """``url`` with its password (in the authority or a ``password`` parameter) as ``****``."""
     parts = urlsplit(url)
+    if parts.password is None and "password" not in parts.query:
+        return url
     netloc = parts.netloc
     if parts.password is not None:
         userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.partition(":")[0]
-        netloc = f"{user}:****@{hostport}"
-    query = parts.query
-    if "password" in query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "****" if k == "password" else v) for k, v in pairs], safe="*")
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+        netloc = f"{userinfo.partition(':')[0]}:****@{hostport}"
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = urlencode([(k, "****" if k == "password" else v) for k, v in pairs], safe="*")
+    # Put together by hand: urlunsplit would turn unix:///path into unix:/path.
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def state_in_use(settings: Settings) -> dict[str, str]:
