@@ -241,6 +241,21 @@ def test_every_command_reports_every_bad_setting_at_once_without_a_traceback(tmp
         assert "dev is up" not in result.stdout
 
 
+def test_a_variable_that_is_no_setting_is_warned_about(tmp_path: Path) -> None:
+    from gateway import settings
+
+    if not hasattr(settings, "unknown_names"):
+        pytest.skip("gateway.settings has no unknown_names yet")
+    env = clean_env(GATEWAY_API_KEY="k" * 20, PLIVO_AUTH_ID="MA" + "X" * 18, PLIVO_AUTH_TOKEN="t" * 20)
+    proc = popen("sandbox", "--port", str(free_port()), cwd=tmp_path, env=env)
+    try:
+        out = read_until(proc, lambda line: "GATEWAY_API_KEY " in line, timeout=20)
+    finally:
+        stop(proc)
+    assert "warning: GATEWAY_API_KEY is not a setting" in out, out
+    assert "did you mean GATEWAY_API_KEYS?" in out
+
+
 def test_serve_reports_all_its_requirements_at_once(tmp_path: Path) -> None:
     port = free_port()
     env = clean_env(
