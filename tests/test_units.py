@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -14,34 +13,9 @@ from gateway.netguard import is_public
 from gateway.settings import Settings
 from workers.retry import Outcome, classify_status, next_delay
 
-ROOT = Path(__file__).resolve().parent.parent
 SCHEDULE = [0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
 
-
-def env_example_names() -> list[str]:
-    names = []
-    for line in (ROOT / ".env.example").read_text().splitlines():
-        if line and not line.startswith("#") and "=" in line:
-            names.append(line.split("=", 1)[0])
-    return names
-
-
-def test_env_example_lists_exactly_the_settings() -> None:
-    names = env_example_names()
-    assert len(names) == len(set(names))
-    assert set(names) == set(Settings.model_fields)
-
-
-def test_env_example_defaults_parse() -> None:
-    values = {}
-    for line in (ROOT / ".env.example").read_text().splitlines():
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            if value:
-                values[key] = value
-    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
-    assert settings.GATEWAY_RETRY_SCHEDULE == SCHEDULE
-    assert settings.GATEWAY_UNMATCHED_GRACE == 300
+# .env.example against Settings: tests/test_operations.py; settings validation: tests/test_settings.py.
 
 
 def test_settings_parse_csv_and_refuse_placeholders() -> None:
