@@ -100,23 +100,17 @@ def load_settings(*checks: Check, warn_unknown: bool = True) -> Settings:
         invalid = {name for name, _ in problems}
         for check in checks:
             problems += [p for p in check(settings) if p[0] not in invalid]
+    if warn_unknown:
+        _warn_unknown_names()  # before failing too: a typo is often why a requirement is unmet
     if problems or settings is None:
         fail(problems)
-    if warn_unknown:
-        _warn_unknown_names()
     return settings
 
 
 def _warn_unknown_names() -> None:
     """Warn about variables that look like settings but are none: a typo keeps a default."""
-    # getattr: gateway.settings grows ``unknown_names`` and ``closest_setting`` in a change of
-    # its own; until it lands there is nothing to warn with.
-    unknown_names = getattr(settings_module, "unknown_names", None)
-    closest_setting = getattr(settings_module, "closest_setting", None)
-    if unknown_names is None or closest_setting is None:
-        return
-    for name in unknown_names():
-        meant = closest_setting(name)
+    for name in settings_module.unknown_names():
+        meant = settings_module.closest_setting(name)
         hint = f" (did you mean {meant}?)" if meant else ""
         typer.echo(f"warning: {name} is not a setting of callback-gateway{hint}; ignored", err=True)
 
