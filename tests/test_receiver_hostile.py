@@ -30,7 +30,13 @@ HOSTILE_JSON = {
 
 @pytest.mark.parametrize(
     "respell",
-    [lambda s: s + ",x", lambda s: "junk," + s, lambda s: s + ",,", lambda s: f"x, {s}", lambda s: f"{s},{s}"],
+    [
+        lambda s: s + ",x",
+        lambda s: "junk," + s,
+        lambda s: s + ",,",
+        lambda s: f"x, {s}",
+        lambda s: f"{s},{s}",
+    ],
     ids=["suffix", "prefix", "empty-parts", "spaces", "twice"],
 )
 async def test_a_seen_v3_signature_in_another_spelling_is_a_replay(
