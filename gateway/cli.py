@@ -25,8 +25,8 @@ import typer
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from gateway import logs
 from gateway import settings as settings_module
+from gateway.infra import logs
 from gateway.settings import Settings
 
 # Help renders as plain text (click's formatter), wrapped to the terminal and never cut: rich's
@@ -190,8 +190,8 @@ def tune_gc() -> None:
 
 def app_from_env() -> object:
     """uvicorn factory: each server process builds its app from the environment."""
-    from gateway import serving
-    from gateway.app import create_app
+    from gateway.api import serving
+    from gateway.api.app import create_app
 
     settings = load_settings(warn_unknown=False)  # `serve` has warned already
     logs.configure(settings.LOG_FORMAT, settings.LOG_LEVEL)
@@ -258,7 +258,7 @@ def _unbindable(
     host: str, ports: Sequence[int | None], names: Sequence[str] = ("--port", "GATEWAY_ADMIN_PORT")
 ) -> list[Problem]:
     """Ports that cannot be listened on (in use, or privileged), checked before anything starts."""
-    from gateway import serving
+    from gateway.api import serving
 
     problems: list[Problem] = []
     for option, port in zip(names, ports, strict=True):
@@ -292,7 +292,8 @@ def serve(
     serves only the receiver and health. HTTPS with GATEWAY_TLS_CERT_FILE and
     GATEWAY_TLS_KEY_FILE. Logs one serve_listening line with its addresses and Redis.
     """
-    from gateway import serving, tls
+    from gateway.api import serving
+    from gateway.infra import tls
 
     settings = load_settings(_serve_requirements(host, port))
     logs.configure(settings.LOG_FORMAT, settings.LOG_LEVEL)
@@ -376,7 +377,7 @@ def sandbox(
     """
     import uvicorn
 
-    from gateway.sandbox import create_sandbox
+    from tooling.sandbox import create_sandbox
 
     def credentials(settings: Settings) -> list[Problem]:
         needed = {
@@ -417,7 +418,7 @@ def dev(
     ready curl line (docs/walkthrough.md goes on from there). Uses REDIS_URL only when it is set
     in the environment; otherwise starts its own Redis. Ctrl-C stops everything.
     """
-    from gateway.dev import run_dev
+    from tooling.dev import run_dev
 
     def requirements(settings: Settings) -> list[Problem]:
         metrics_port = settings.WORKER_METRICS_PORT if worker_metrics_port is None else worker_metrics_port
@@ -520,7 +521,7 @@ def bench(
     running one. Results and how to read them: docs/performance.md.
     """
     flags = dict(locals())  # first: only the options
-    from gateway.bench.command import main as bench_main
+    from tooling.bench.command import main as bench_main
 
     for name in ("quick", "phases", "python_load"):
         flags.pop(name)

@@ -265,12 +265,12 @@ class Settings(BaseSettings):
         default="",
         description="PEM certificate (chain): with GATEWAY_TLS_KEY_FILE, `serve` speaks HTTPS itself "
         "(TLS 1.2 or newer). Unset behind a TLS-terminating proxy (docs/https.md).",
-        examples=["/etc/callback-gateway/tls/cert.pem"],
+        examples=["/etc/callback-gateway/infra/tls/cert.pem"],
     )
     GATEWAY_TLS_KEY_FILE: str = Field(
         default="",
         description="PEM private key of GATEWAY_TLS_CERT_FILE.",
-        examples=["/etc/callback-gateway/tls/key.pem"],
+        examples=["/etc/callback-gateway/infra/tls/key.pem"],
     )
 
     # --- drop-in proxy (/v1/Account/{auth_id}/...) ---------------------------------------------

@@ -12,12 +12,12 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from gateway.app import create_app
-from gateway.embedded_redis import EmbeddedRedis
-from gateway.sandbox import SandboxState, create_sandbox
+from gateway.api.app import create_app
 from gateway.settings import Settings
 from tests.support.receiver import WebhookReceiver
 from tests.support.servers import LoopThread, ServerThread, bound_socket
+from tooling.embedded_redis import EmbeddedRedis
+from tooling.sandbox import SandboxState, create_sandbox
 from workers.main import run_worker
 
 AUTH_ID = "MAODUTEST0123456789A"

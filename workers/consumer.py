@@ -20,9 +20,9 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from gateway import logs, metrics, redis_errors, tracing
-from gateway.callbacks import classify, parse_form
-from gateway.events import envelope, event_id_for, timeout_event_id
+from gateway.domain.callbacks import classify, parse_form
+from gateway.domain.events import envelope, event_id_for, timeout_event_id
+from gateway.infra import logs, metrics, redis_errors, tracing
 from gateway.store import INBOX_GROUP
 from workers.context import WorkerContext
 from workers.fanout import fan_out
@@ -52,7 +52,7 @@ async def handle_entry(
     params = entry.get("p") or {}
     c = classify(cb_id, params, parse_form(str(entry.get("q", "")).encode()))
     # The subscriptions that want this event type are read alongside the correlation: the two
-    # scripts share one pipeline (gateway.redis_batch). An unmatched callback reads its own.
+    # scripts share one pipeline (gateway.infra.redis_batch). An unmatched callback reads its own.
     matching = ctx.deliveries.matching_subscriptions_soon(c.event_type)
     try:
         corr = await ctx.store.correlate(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
-from gateway.netguard import WebhookClient
+from gateway.services.netguard import WebhookClient
 from gateway.settings import Settings
 from gateway.store import DeliveryStore, Store, now_ms
 from gateway.store.delivery import AttemptLimits, BreakerPolicy

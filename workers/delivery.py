@@ -44,12 +44,12 @@ from arq import Retry
 from arq.jobs import serialize_job
 from redis.exceptions import RedisError
 
-from gateway import logs, metrics, redis_errors, tracing
-from gateway.events import envelope, iso_ms
-from gateway.netguard import ExchangeError, NoSlot
+from gateway.domain.events import envelope, iso_ms
+from gateway.domain.signing import webhook_headers
+from gateway.infra import logs, metrics, redis_errors, tracing
+from gateway.infra.redis_client import REDIS_CONNECT_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S
+from gateway.services.netguard import ExchangeError, NoSlot
 from gateway.settings import Settings
-from gateway.signing import webhook_headers
-from gateway.state import REDIS_CONNECT_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S
 from gateway.store.delivery import (
     DELIVER_JOB,
     OPERATOR_EVENT_JOB,
@@ -69,7 +69,7 @@ __all__ = ["DELIVER_JOB", "attempt_limits", "deliver_job", "delivery_id", "run_b
 
 LEASE_MARGIN_S = 5.0
 # How long an attempt may wait for one of the worker's connections before its deadline starts
-# (gateway.netguard.WebhookClient): the wait and the attempt together stay inside the lease.
+# (gateway.services.netguard.WebhookClient): the wait and the attempt together stay inside the lease.
 SLOT_WAIT_S = LEASE_MARGIN_S / 2
 # A delivery refused for the subscription's concurrency cap tries again this much later.
 CONCURRENCY_WAIT_MS = 250

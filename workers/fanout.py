@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from gateway import logs
+from gateway.infra import logs
 from gateway.store.delivery import encode_event
 from workers.context import WorkerContext
 from workers.delivery import attempt_limits, delivery_id, redis_trouble_retried, run_begun

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway import logs
+from gateway.infra import logs
+from gateway.infra.redis_client import make_redis
 from gateway.settings import Settings
-from gateway.state import make_redis
 from gateway.store.ops import OpsStore
 
 log = logs.get("workers.heartbeat")

@@ -14,10 +14,12 @@ from arq.connections import RedisSettings
 from arq.worker import Worker, func
 from redis.exceptions import AuthenticationError, RedisError
 
-from gateway import logs, metrics, netguard
-from gateway.redis_batch import BatchingRedis
+from gateway.infra import logs, metrics
+from gateway.infra.redis_batch import BatchingRedis
+from gateway.infra.redis_client import make_redis, sentinel_hosts
+from gateway.services import netguard
 from gateway.settings import Settings
-from gateway.state import make_delivery_store, make_redis, make_store, sentinel_hosts
+from gateway.store import make_delivery_store, make_store
 from gateway.store.delivery import OPERATOR_EVENT_JOB
 from workers.consumer import consumer_name, run_consumer
 from workers.context import WorkerContext
@@ -74,7 +76,8 @@ def build_worker(
         async with contextlib.AsyncExitStack() as resources:
             redis = make_redis(settings)
             resources.push_async_callback(redis.aclose)
-            # The stores' scripts, called by many entries at once, share pipelines (gateway.redis_batch).
+            # The stores' scripts, called by many entries at once, share pipelines
+            # (gateway.infra.redis_batch).
             batched = BatchingRedis(redis)
             store = make_store(settings, batched)
             configured = settings.GATEWAY_WEBHOOK_SECRET

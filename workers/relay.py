@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from gateway.proxy_tokens import RELAY, relay_token
+from gateway.domain.signing import sign_v3
+from gateway.services.proxy_tokens import RELAY, relay_token
 from gateway.settings import Settings
-from gateway.signing import sign_v3
 
 __all__ = ["RELAY", "RELAYED_TYPES", "RelayRequest", "build"]
 

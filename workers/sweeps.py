@@ -12,7 +12,7 @@ import contextlib
 
 from redis.exceptions import RedisError
 
-from gateway import logs
+from gateway.infra import logs
 from workers.context import WorkerContext
 
 log = logs.get("workers.sweeps")

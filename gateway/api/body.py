@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import Receive
 
-from gateway.callbacks import parse_json
-from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from gateway.domain.callbacks import parse_json
+from gateway.domain.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from gateway.settings import Settings
 
 
@@ -109,7 +109,7 @@ async def read_json(request: Request, settings: Settings, *, optional: bool = Fa
     return parse_json(raw)
 
 
-# Tags of the target union (gateway.models.Target): pydantic puts the tag in an error's location
+# Tags of the target union (gateway.api.models.Target): pydantic puts the tag in an error's location
 # (``targets.1.queue.queue``), which reads as a field that does not exist.
 _UNION_TAGS = frozenset({"webhook", "queue"})
 

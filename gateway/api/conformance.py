@@ -1,6 +1,6 @@
 """Plivo's conventions on every answer, and an OpenAPI schema that documents them.
 
-Every error is ``{"api_id", "error"}`` (``gateway.errors`` and the handlers in ``gateway.app``);
+Every error is ``{"api_id", "error"}`` (``gateway.domain.errors`` and the handlers in ``gateway.api.app``);
 this module adds useful messages for Starlette's own 404 (unknown route) and 405 (wrong method),
 and rewrites the generated OpenAPI schema so each ``/v1/`` operation documents the errors it can
 answer with that shape, and its JSON successes as carrying ``api_id`` and ``message``. FastAPI's
@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from gateway.errors import new_api_id
+from gateway.domain.errors import new_api_id
 
 ERROR_SCHEMA: dict[str, Any] = {
     "title": "Error",
@@ -26,7 +26,7 @@ ERROR_SCHEMA: dict[str, Any] = {
     "required": ["api_id", "error"],
     "additionalProperties": False,
 }
-# A create sent upstream without a usable answer (gateway.upstream.OutcomeUnknown): 502 with the
+# A create sent upstream without a usable answer (gateway.services.upstream.OutcomeUnknown): 502 with the
 # ref under which the request is kept (GET /v1/requests/{ref}).
 UNKNOWN_SCHEMA: dict[str, Any] = {
     "title": "UnknownOutcome",

@@ -14,8 +14,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from gateway.api import ratelimit_keys
-from gateway.errors import BadRequest, Unauthorized
-from gateway.state import GatewayState
+from gateway.api.state import GatewayState
+from gateway.domain.errors import BadRequest, Unauthorized
 
 
 async def get_state(request: Request) -> GatewayState:

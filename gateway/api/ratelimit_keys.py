@@ -14,8 +14,8 @@ import math
 
 from fastapi import Request
 
-from gateway.errors import RateLimited
-from gateway.state import GatewayState
+from gateway.api.state import GatewayState
+from gateway.domain.errors import RateLimited
 from gateway.store import FrontDoorStore
 
 

@@ -74,8 +74,36 @@ correlation completes the request.
 The front door's keys (``apirate:``, ``ptok:``) are described in ``gateway.store.frontdoor``.
 """
 
+from redis.asyncio import Redis
+
+from gateway.settings import Settings
 from gateway.store.core import INBOX_GROUP, Correlation, NewRequest, Store, now_ms
 from gateway.store.delivery import DeliveryStore
 from gateway.store.frontdoor import FrontDoorStore
 
-__all__ = ["INBOX_GROUP", "Correlation", "DeliveryStore", "FrontDoorStore", "NewRequest", "Store", "now_ms"]
+__all__ = [
+    "INBOX_GROUP",
+    "Correlation",
+    "DeliveryStore",
+    "FrontDoorStore",
+    "NewRequest",
+    "Store",
+    "make_delivery_store",
+    "make_store",
+    "now_ms",
+]
+
+
+def make_delivery_store(settings: Settings, redis: Redis) -> DeliveryStore:
+    return DeliveryStore(redis, settings.GATEWAY_KEY_PREFIX, retention=settings.GATEWAY_RETENTION)
+
+
+def make_store(settings: Settings, redis: Redis) -> Store:
+    return Store(
+        redis,
+        settings.GATEWAY_KEY_PREFIX,
+        dedup_ttl=settings.GATEWAY_DEDUP_TTL,
+        retention=settings.GATEWAY_RETENTION,
+        grace=settings.GATEWAY_UNMATCHED_GRACE,
+        nonce_window=settings.GATEWAY_NONCE_WINDOW,
+    )

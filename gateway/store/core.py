@@ -33,7 +33,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from gateway.signing import new_webhook_secret
+from gateway.domain.signing import new_webhook_secret
 
 INBOX_GROUP = "correlate"
 
@@ -350,7 +350,7 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window - now)
 """
 
-# ``unknown``: sent upstream, no usable answer (gateway.upstream.OutcomeUnknown); kept under its ref,
+# ``unknown``: sent upstream, no usable answer (gateway.services.upstream.OutcomeUnknown); kept under its ref,
 # it completes if its callback comes and times out like a pending request if none does.
 STATUSES = ("pending", "completed", "timed_out", "unknown")
 
@@ -445,7 +445,7 @@ class NewRequest:
     targets: list[dict[str, Any]]
     timeout_s: int
     ref: str
-    traceparent: str = ""  # W3C trace context of the submit (gateway.tracing), "" when off
+    traceparent: str = ""  # W3C trace context of the submit (gateway.infra.tracing), "" when off
     status: str = "pending"  # or "unknown" (then api_id is the ref)
     upstream_error: str = ""
 

@@ -43,7 +43,7 @@ Design notes:
   expected cycle and attempt, its subscription active), takes the lease and the admission, all or
   nothing; ``finish`` settles the breaker, records, writes the next job, gives the lease back only if
   it still holds our token, and can acknowledge the inbox entry. A first attempt's ``begin`` runs
-  inside the fan-out's ``emit`` script. The worker sends them through ``gateway.redis_batch``.
+  inside the fan-out's ``emit`` script. The worker sends them through ``gateway.infra.redis_batch``.
 * Admission to an attempt (``admit``) checks, in one script, the subscription's concurrency cap,
   its token bucket and its circuit breaker, and only then takes a slot, a token and (half-open) the
   probe. ``settle`` gives the slot back, feeds the breaker and the failing-since clock, and
@@ -71,8 +71,8 @@ from typing import Any
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
-from gateway.redis_batch import read_only_call
-from gateway.signing import new_webhook_secret
+from gateway.domain.signing import new_webhook_secret
+from gateway.infra.redis_batch import read_only_call
 from gateway.store.core import now_ms
 
 DELIVER_JOB = "cg_deliver"

@@ -12,7 +12,7 @@ A ``ptok`` hash: ``hash``, ``created_at``, ``description``, ``resources``, ``tar
 ``caller`` is a short SHA-256 of the API key (or of the proxy token id), so no key ever appears in
 Redis. A proxy token record holds the SHA-256 of the token, never the token: the gateway derives
 the token from ``GATEWAY_PROXY_TOKEN_SECRET`` and the id when it must re-sign a relayed callback
-(``gateway.proxy_tokens``), so a leaked Redis dump authenticates nobody.
+(``gateway.services.proxy_tokens``), so a leaked Redis dump authenticates nobody.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 # A fixed window counter: one INCR per request, the window starts with the first request.
-# Atomic, so N processes together grant at most ``limit`` per window (tests/test_api_limits.py).
+# Atomic, so N processes together grant at most ``limit`` per window (tests/api/test_api_limits.py).
 # KEYS: counter. ARGV: limit, window_ms. Returns 0 when allowed, else ms until the window ends.
 _API_RATE = """
 local n = redis.call('INCR', KEYS[1])

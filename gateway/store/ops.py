@@ -21,11 +21,10 @@ still scan once per TTL and be stale in between. The index is exact and costs a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from gateway.infra.metrics import Gauges
 from gateway.store.core import INBOX_GROUP, now_ms
 
 BREAKER_STATES = ("open", "half_open")  # indexed; "closed" is the rest of the subscriptions
@@ -37,19 +36,6 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARG
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return redis.call('ZCARD', KEYS[1])
 """
-
-
-@dataclass(slots=True)
-class Gauges:
-    pending_requests: int = 0
-    oldest_pending_age_s: float = 0.0
-    inbox_backlog: int = 0
-    inbox_unacked: int = 0
-    inbox_failed: int = 0
-    arq_queue: int = 0
-    dead_letters: int = 0
-    workers_alive: int = 0
-    breakers: dict[str, int] = field(default_factory=dict)
 
 
 class OpsStore:

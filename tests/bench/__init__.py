@@ -1,1 +1,1 @@
-"""Test-side support for ``callback-gateway bench`` (the bench itself lives in ``gateway.bench``)."""
+"""Test-side support for ``callback-gateway bench`` (the bench itself lives in ``tooling.bench``)."""

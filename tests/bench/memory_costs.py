@@ -11,8 +11,8 @@ import uuid
 
 from redis.asyncio import Redis
 
-from gateway.embedded_redis import EmbeddedRedis
 from gateway.store import NewRequest, Store
+from tooling.embedded_redis import EmbeddedRedis
 
 N = 100_000
 TARGETS = [{"type": "webhook", "url": "https://billing.internal/hooks/plivo", "method": "POST"}]

@@ -26,8 +26,8 @@ import pytest
 import redis
 import yaml
 
-from gateway.embedded_redis import free_port, redis_server_binary
 from gateway.settings import Settings
+from tooling.embedded_redis import free_port, redis_server_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

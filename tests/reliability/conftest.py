@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from gateway.embedded_redis import EmbeddedRedis, free_port
 from gateway.store import INBOX_GROUP
 from tests.reliability.harness import Proc, Sender, base_env, gateway_proc, ledger, wait_http, worker_proc
 from tests.support.receiver import WebhookReceiver, wait_until
 from tests.support.servers import ServerThread
+from tooling.embedded_redis import EmbeddedRedis, free_port
 
 
 @dataclass

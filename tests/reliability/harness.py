@@ -21,9 +21,9 @@ from urllib.parse import urlencode
 import httpx
 from redis.asyncio import Redis
 
-from gateway.embedded_redis import die_with_parent, free_port
-from gateway.signing import sign_v3
+from gateway.domain.signing import sign_v3
 from gateway.store import NewRequest, Store
+from tooling.embedded_redis import die_with_parent, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "reliability-token-0123456789"

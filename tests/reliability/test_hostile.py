@@ -11,8 +11,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from tests.api.test_receiver import inbox_len, send, signed
 from tests.conftest import Stack
-from tests.test_receiver import inbox_len, send, signed
 
 
 def _raw_exchange(port: int, payload: bytes, pause_after: int | None = None, pause: float = 0.0) -> bytes:

@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from gateway.app import create_app
-from gateway.embedded_redis import EmbeddedRedis
-from gateway.sandbox import create_sandbox
+from gateway.api.app import create_app
 from gateway.settings import Settings
 from tests.support.servers import ServerThread, bound_socket
+from tooling.embedded_redis import EmbeddedRedis
+from tooling.sandbox import create_sandbox
 
 KEY = "schemathesis-key"
 AUTH_ID = "MASCHEMATHESIS000000"

@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.embedded_redis import free_port
 from tests.reliability.harness import API_KEY, AUTH_ID, Proc, report, wait_http
 from tests.reliability.test_faults import Rig
 from tests.support.receiver import wait_until
 from tests.support.servers import ServerThread
+from tooling.embedded_redis import free_port
 
 
 def rss_kib(pid: int) -> int:

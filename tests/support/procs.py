@@ -19,8 +19,8 @@ from urllib.parse import urlencode
 
 import httpx
 
-from gateway.embedded_redis import free_port
-from gateway.signing import sign_v3
+from gateway.domain.signing import sign_v3
+from tooling.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "proc-token-" + secrets.token_hex(12)

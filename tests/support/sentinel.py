@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 
-from gateway.embedded_redis import die_with_parent, free_port, redis_server_binary
+from tooling.embedded_redis import die_with_parent, free_port, redis_server_binary
 
 MASTER = "cgmaster"
 # Durable and replicated: every write fsynced before the reply, and a master without a connected

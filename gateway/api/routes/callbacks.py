@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from gateway.api.deps import ApiKey, State
 from gateway.api.pagination import page
-from gateway.errors import new_api_id
+from gateway.domain.errors import new_api_id
 
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"])
 

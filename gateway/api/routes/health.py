@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 
-from gateway import logs, metrics
 from gateway.api.deps import State
-from gateway.errors import Unauthorized, new_api_id
-from gateway.store.ops import Gauges
+from gateway.domain.errors import Unauthorized, new_api_id
+from gateway.infra import logs, metrics
+from gateway.infra.metrics import Gauges
 
 router = APIRouter(tags=["operations"])
 log = logs.get("gateway.health")

@@ -9,15 +9,16 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gateway import logs, proxy, queue_names
-from gateway.api import ratelimit_keys
+from gateway.api import proxy, ratelimit_keys
 from gateway.api.body import media_type, read_limited, validation_message
 from gateway.api.deps import ApiKey, State
-from gateway.callbacks import parse_json
-from gateway.errors import BadRequest, NotFound, UnsupportedMediaType, new_api_id
-from gateway.events import iso_ms
-from gateway.models import Target, WebhookTarget
-from gateway.proxy_tokens import (
+from gateway.api.models import Target, WebhookTarget
+from gateway.domain.callbacks import parse_json
+from gateway.domain.errors import BadRequest, NotFound, UnsupportedMediaType, new_api_id
+from gateway.domain.events import iso_ms
+from gateway.infra import logs
+from gateway.services import queue_names
+from gateway.services.proxy_tokens import (
     DEFAULT_RESOURCES,
     MAX_RESOURCES,
     derive,
@@ -25,12 +26,12 @@ from gateway.proxy_tokens import (
     resource_prefix,
     token_hash,
 )
+from gateway.services.webhook_policy import refusal
 from gateway.store import now_ms
-from gateway.webhook_policy import refusal
 
 router = APIRouter(prefix="/v1/Account", tags=["proxy"])
 tokens_router = APIRouter(prefix="/v1/proxy_tokens", tags=["proxy"])
-log = logs.get("gateway.proxy")
+log = logs.get("gateway.api.proxy")
 
 PASSED_HEADERS = ("retry-after",)
 

@@ -5,14 +5,14 @@ Correlation and fan-out happen in the worker; this path costs one Lua script per
 Redis is unreachable so that Plivo retries later.
 
 It is the hottest path of the gateway, so it is a plain ASGI app that the application calls
-ahead of FastAPI's middleware and routing (``gateway.app.GatewayApp``), reading the ASGI scope and
+ahead of FastAPI's middleware and routing (``gateway.api.app.GatewayApp``), reading the ASGI scope and
 messages directly: FastAPI's request handling costs 24-54 us a request, more than the receiver's
 own work, and the receiver needs none of it. Its own work is kept lean the same way: the public
 URL is split once, the tokens are HMAC keys prepared once, the answer is prebuilt. The same app is
 also mounted as an ordinary route, which serves what the fast dispatch leaves to the router (other
 methods get the router's 405 with ``Allow``; a server ``root_path``).
 
-Concurrent callbacks share Redis round trips (``gateway.redis_batch``): each still runs its own
+Concurrent callbacks share Redis round trips (``gateway.infra.redis_batch``): each still runs its own
 ingest script, atomic as before, and is acknowledged only once its own reply is in. redis-py spends
 about 70 us of CPU on each command sent alone (pool lock, health check, a task for the write
 timeout), more than all the rest of a callback; pipelined 16 at a time, under 25 us (measured on
@@ -34,10 +34,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from gateway import logs, metrics
 from gateway.api.body import Disconnected, media_type_of, receive_limited
-from gateway.callbacks import callback_id, parse_form, parse_json
-from gateway.errors import (
+from gateway.api.state import GatewayState
+from gateway.domain.callbacks import callback_id, parse_form, parse_json
+from gateway.domain.errors import (
     BadRequest,
     Forbidden,
     GatewayError,
@@ -45,11 +45,11 @@ from gateway.errors import (
     UnsupportedMediaType,
     new_api_id,
 )
-from gateway.redis_batch import BatchingRedis
+from gateway.domain.signing import Key, split_url, v3_string_from_parts
+from gateway.infra import logs, metrics
+from gateway.infra.redis_batch import BatchingRedis
 from gateway.settings import Settings
-from gateway.signing import Key, split_url, v3_string_from_parts
-from gateway.state import GatewayState, make_store
-from gateway.store import Store
+from gateway.store import Store, make_store
 
 log = logs.get("gateway.receiver")
 

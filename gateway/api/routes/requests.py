@@ -16,12 +16,13 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from gateway import logs, metrics, netguard, queue_names, tracing
 from gateway.api.body import read_json, validation_message
 from gateway.api.deps import ApiKey, State
+from gateway.api.models import SubmitBody, WebhookTarget
 from gateway.api.pagination import page
-from gateway.callbacks import REF_PARAM
-from gateway.errors import (
+from gateway.api.state import GatewayState
+from gateway.domain.callbacks import REF_PARAM
+from gateway.domain.errors import (
     AcceptedNotRecorded,
     BadGateway,
     BadRequest,
@@ -31,12 +32,12 @@ from gateway.errors import (
     UpstreamError,
     new_api_id,
 )
-from gateway.events import iso_ms
-from gateway.idempotency import Reply, run_idempotent
-from gateway.models import SubmitBody, WebhookTarget
-from gateway.state import GatewayState
+from gateway.domain.events import iso_ms
+from gateway.infra import logs, metrics, tracing
+from gateway.services import netguard, queue_names
+from gateway.services.idempotency import Reply, run_idempotent
+from gateway.services.webhook_policy import https_refusal
 from gateway.store import NewRequest
-from gateway.webhook_policy import https_refusal
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"])
 log = logs.get("gateway.requests")
@@ -188,7 +189,7 @@ async def submit(request: Request, state: State, key: ApiKey) -> JSONResponse:
             if not 1 <= len(idempotency_key) <= 255:
                 raise BadRequest("Idempotency-Key: 1 to 255 characters")
             send = partial(_send, state, body, traceparent)
-            reply = await run_idempotent(state, key, idempotency_key, body_hash, send)
+            reply = await run_idempotent(state.store, state.settings, key, idempotency_key, body_hash, send)
         span.set("callback_gateway.http_status", reply.status)
     headers = {"Location": f"/v1/requests/{reply.body['api_id']}"} if reply.status == 202 else None
     return JSONResponse(reply.body, status_code=reply.status, headers=headers)

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from gateway.api.deps import ApiKey, State
-from gateway.errors import NotFound
-from gateway.state import GatewayState
+from gateway.api.state import GatewayState
+from gateway.domain.errors import NotFound
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"])
 

@@ -9,16 +9,16 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gateway import netguard
 from gateway.api.body import read_json, validation_message
+from gateway.api.checks import enable_first, time_ms
 from gateway.api.deps import ApiKey, State
 from gateway.api.pagination import page
-from gateway.api.routes.deliveries import enable_first, time_ms
-from gateway.errors import BadRequest, NotFound, new_api_id
-from gateway.events import iso_ms
-from gateway.state import GatewayState
+from gateway.api.state import GatewayState
+from gateway.domain.errors import BadRequest, NotFound, new_api_id
+from gateway.domain.events import iso_ms
+from gateway.services import netguard
+from gateway.services.webhook_policy import https_refusal
 from gateway.store.delivery import DeliveryQuery
-from gateway.webhook_policy import https_refusal
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
