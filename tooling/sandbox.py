@@ -1,6 +1,6 @@
 """A local stand-in for Plivo's REST API, for development and tests.
 
-It speaks what ``shared/spec/plivo-protocol.md`` describes: ``/v1/Account/{auth_id}/{resource}``,
+It speaks what ``docs/plivo.md`` describes: ``/v1/Account/{auth_id}/{resource}``,
 HTTP Basic auth, JSON bodies on POST, ``{"api_id", "message"}`` / ``{"api_id", "error"}`` replies.
 A request carrying ``callback_url`` is answered ``async api spawned`` and its result is then sent
 to ``callback_url`` with ``callback_method``, signed like Plivo signs (V3; V2 for ``Message/``).

@@ -3,7 +3,7 @@
 Only the authenticated API (bearer keys on ``/v1/``, proxy tokens on ``/v1/Account/``) is counted:
 the limit runs inside the authentication dependencies, which the receiver (``/callbacks/plivo``)
 never uses. Plivo's callbacks therefore never see a 429 from us, whatever a client does with its
-key: Plivo retries a failed callback only a few times (plivo-protocol.md §4), so a limit there
+key: Plivo retries a failed callback only a few times (docs/plivo.md §4), so a limit there
 could lose a result for good. The receiver is protected by its signature check and body limit.
 """
 

@@ -1,7 +1,7 @@
 """Signatures: Plivo's V2/V3 callback signatures (verify and, for the sandbox, sign) and
 Standard Webhooks signatures on the events we deliver.
 
-Plivo V3 (see shared/spec/plivo-protocol.md §5), for a URL ``base?Q#frag`` and params P:
+Plivo V3 (docs/plivo.md §5), for a URL ``base?Q#frag`` and params P:
 
 * GET:  ``base`` + ``?`` + sorted ``k=v`` pairs of Q merged with P joined by ``&`` (omitted if empty)
 * POST: ``base`` + (``?`` + S(Q) if Q) + (``.`` if Q and P) + concatenated ``k`` + ``v`` of sorted P,

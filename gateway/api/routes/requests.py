@@ -72,7 +72,7 @@ async def _parse_submit(request: Request, state: GatewayState) -> tuple[SubmitBo
     return body, hashlib.sha256(canonical.encode()).hexdigest()
 
 
-# Which parameters carry status-callback URLs, per resource (plivo-protocol.md §3).
+# Which parameters carry status-callback URLs, per resource (docs/plivo.md §3).
 STATUS_URL_PARAMS = {"Message/": ("url",), "Call/": ("ring_url", "hangup_url")}
 
 
