@@ -506,3 +506,20 @@ def test_dev_starts_from_a_copied_env_example_and_its_banner_has_what_a_newcomer
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_tooling_commands_say_so_where_the_tooling_is_not_installed(tmp_path: Path) -> None:
+    """The Docker image ships gateway/ and workers/ only: dev, sandbox and bench say why they
+    cannot run instead of a traceback."""
+    for name in ("dev", "sandbox", "bench"):
+        code = (
+            "import sys; sys.modules['tooling'] = None; "
+            f"sys.argv = ['callback-gateway', {name!r}]; "
+            "from gateway.cli import main; main()"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 2, (name, result.stderr)
+        assert "developer tooling" in result.stderr
+        assert "Traceback" not in result.stderr

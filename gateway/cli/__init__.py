@@ -13,21 +13,38 @@ one `NAME: problem` line each, and exits with status 2.
 from __future__ import annotations
 
 import asyncio
-import gc
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
-from typing import Annotated, Any, NoReturn, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
-from pydantic_core import ErrorDetails
 
-from gateway import settings as settings_module
+from gateway.cli.config import (
+    Check,
+    Problem,
+    load_settings,
+    mask_url,
+    redis_url_problems,
+    state_in_use,
+    worker_redis_url_problems,
+)
+from gateway.cli.process import GC_THRESHOLDS, app_from_env, loop_factory, tune_gc
 from gateway.infra import logs
 from gateway.settings import Settings
+
+__all__ = [
+    "GC_THRESHOLDS",
+    "app_from_env",
+    "cli",
+    "load_settings",
+    "main",
+    "mask_url",
+    "state_in_use",
+    "tune_gc",
+]
 
 # Help renders as plain text (click's formatter), wrapped to the terminal and never cut: rich's
 # tables truncated long option texts at 80 columns and showed types such as ``<bool>``.
@@ -41,8 +58,23 @@ cli = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-Problem = tuple[str, str]  # (the variable or option at fault, what is wrong with it)
-Check = Callable[[Settings], list[Problem]]
+
+
+def tooling(module: str, command_name: str) -> Any:
+    """A module of the developer tooling (``tooling/``: ``dev``, ``sandbox``, ``bench``), which the
+    Docker image leaves out: where it is missing, one line says so instead of a traceback."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and exc.name.split(".")[0] != "tooling":
+            raise
+        name = command_name
+        typer.echo(
+            f"`callback-gateway {name}` is developer tooling, not installed here (the Docker image "
+            "ships the runtime only): run it from a source checkout (`make dev`)",
+            err=True,
+        )
+        raise typer.Exit(2) from None
 
 
 def command(func: F) -> F:
@@ -50,155 +82,6 @@ def command(func: F) -> F:
     (click cuts a summary it derives itself to fit the terminal)."""
     summary = (func.__doc__ or "").strip().splitlines()[0]
     return cli.command(short_help=summary)(func)
-
-
-def _problem(error: ErrorDetails) -> Problem:
-    """A pydantic error as (environment variable name, message); values are never shown."""
-    message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    loc = error["loc"]
-    if not loc:  # a rule across fields: its message names them
-        return "", message
-    where = "".join(f" item {part + 1}" if isinstance(part, int) else "" for part in loc[1:])
-    return str(loc[0]), f"{where.strip()}: {message}" if where else message
-
-
-def _defaults_for(errors: Sequence[ErrorDetails]) -> Settings | None:
-    """The settings with every invalid variable at its default, so that a command's own
-    requirements can be checked too (all problems at once); None if a rule across fields failed."""
-    if any(not e["loc"] for e in errors):
-        return None
-    names = {str(e["loc"][0]) for e in errors}
-    fields = Settings.model_fields
-    values: dict[str, Any] = {
-        name: fields[name].get_default(call_default_factory=True) for name in names if name in fields
-    }
-    try:
-        return Settings(**values)
-    except ValidationError:
-        return None
-
-
-def fail(problems: Sequence[Problem], heading: str = "invalid configuration") -> NoReturn:
-    """Report every problem, one ``NAME: message`` line each, and exit 2."""
-    lines = [f"  {name}: {message}" if name else f"  {message}" for name, message in problems]
-    typer.echo(f"{heading}:\n" + "\n".join(lines), err=True)
-    raise typer.Exit(2)
-
-
-def load_settings(*checks: Check, warn_unknown: bool = True) -> Settings:
-    """The settings from the environment and ``.env``; ``checks`` are a command's own
-    requirements. Any problem, invalid values and unmet requirements alike, is reported (all of
-    them, one line each) and the command exits 2. Variables that look like settings but are
-    none (typos) are warned about unless ``warn_unknown`` is false."""
-    settings: Settings | None
-    try:
-        settings, problems = Settings(), []
-    except ValidationError as exc:
-        problems = [_problem(error) for error in exc.errors()]
-        settings = _defaults_for(exc.errors())
-    if settings is not None:
-        invalid = {name for name, _ in problems}
-        for check in checks:
-            problems += [p for p in check(settings) if p[0] not in invalid]
-    if warn_unknown:
-        _warn_unknown_names()  # before failing too: a typo is often why a requirement is unmet
-    if problems or settings is None:
-        fail(problems)
-    return settings
-
-
-def _warn_unknown_names() -> None:
-    """Warn about variables that look like settings but are none: a typo keeps a default."""
-    for name in settings_module.unknown_names():
-        meant = settings_module.closest_setting(name)
-        hint = f" (did you mean {meant}?)" if meant else ""
-        typer.echo(f"warning: {name} is not a setting of callback-gateway{hint}; ignored", err=True)
-
-
-def redis_url_problems(settings: Settings) -> list[Problem]:
-    """A REDIS_URL redis-py cannot use fails at start, not at first connection."""
-    from redis.asyncio.connection import parse_url
-
-    try:
-        parse_url(settings.REDIS_URL)
-    except ValueError as exc:
-        return [("REDIS_URL", f"not a Redis URL ({exc}); expected redis://[[user]:password@]host:port/db")]
-    return []
-
-
-def worker_redis_url_problems(settings: Settings) -> list[Problem]:
-    """The worker's job queue (arq) reads REDIS_URL itself, and understands less of it."""
-    problems = redis_url_problems(settings)
-    if problems:
-        return problems
-    from arq.connections import RedisSettings
-
-    try:
-        RedisSettings.from_dsn(settings.REDIS_URL)
-    except (ValueError, RuntimeError) as exc:
-        return [("REDIS_URL", f"the worker's job queue (arq) cannot use it: {exc}")]
-    return []
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password (in the authority or a ``password`` parameter) as ``****``."""
-    parts = urlsplit(url)
-    if parts.password is None and "password" not in parts.query:
-        return url
-    netloc = parts.netloc
-    if parts.password is not None:
-        userinfo, _, hostport = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:****@{hostport}"
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    query = urlencode([(k, "****" if k == "password" else v) for k, v in pairs], safe="*")
-    # Put together by hand: urlunsplit would turn unix:///path into unix:/path.
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-
-
-def state_in_use(settings: Settings) -> dict[str, str]:
-    """Which Redis (and database) this process uses, passwords masked, for its start log line."""
-    used = {"redis": mask_url(settings.REDIS_URL)}
-    if "REDIS_URL" not in settings.model_fields_set:
-        used["redis_from"] = "default (REDIS_URL is not set)"
-    if settings.REDIS_SENTINELS:
-        used["redis_sentinels"] = ",".join(settings.REDIS_SENTINELS)
-        used["redis_sentinel_master"] = settings.REDIS_SENTINEL_MASTER
-    database = os.environ.get("DATABASE_URL")
-    if database:
-        used["database"] = mask_url(database)
-    return used
-
-
-# Collect young objects every 20,000 net allocations instead of 700, older ones as rarely.
-GC_THRESHOLDS = (20_000, 20, 20)
-
-
-def tune_gc() -> None:
-    """For a long-running server process, once its modules are loaded.
-
-    Python's cyclic collector, at its defaults, cost the worker 1.5 s of CPU per 10,000 deliveries
-    (a sixth of it; half of that in full collections walking every module, class and function
-    loaded) and the API 3 % of its CPU under load; almost nothing it found was garbage, since the
-    hot paths make few reference cycles. ``gc.freeze()`` moves everything alive now (the imports)
-    out of the collector's sight for good, and higher thresholds make collections rarer: 0.07 s
-    per 10,000 deliveries (docs/performance.md). Cyclic garbage is still collected, in larger
-    and rarer batches: up to 20,000 young objects can wait for theirs (the full-size soak: worker
-    RSS flat, the API's +3.4 MB over 10 minutes; docs/reliability.md)."""
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
-def app_from_env() -> object:
-    """uvicorn factory: each server process builds its app from the environment."""
-    from gateway.api import serving
-    from gateway.api.app import create_app
-
-    settings = load_settings(warn_unknown=False)  # `serve` has warned already
-    logs.configure(settings.LOG_FORMAT, settings.LOG_LEVEL)
-    serving.configure(settings)
-    app = create_app(settings)
-    tune_gc()
-    return app
 
 
 def _version(value: bool) -> None:
@@ -322,15 +205,6 @@ def serve(
     )
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed (it comes with uvicorn[standard]): a faster loop for the worker."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 @command
 def worker() -> None:
     """Run the worker that correlates callbacks, fans out events and delivers them.
@@ -355,7 +229,7 @@ def worker() -> None:
     )
     tune_gc()
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(run_worker(settings))
     except (RedisError, OSError) as exc:
         typer.echo(f"worker: {type(exc).__name__}: {exc}", err=True)
@@ -377,7 +251,7 @@ def sandbox(
     """
     import uvicorn
 
-    from tooling.sandbox import create_sandbox
+    create_sandbox = tooling("tooling.sandbox", "sandbox").create_sandbox
 
     def credentials(settings: Settings) -> list[Problem]:
         needed = {
@@ -418,7 +292,7 @@ def dev(
     ready curl line (docs/walkthrough.md goes on from there). Uses REDIS_URL only when it is set
     in the environment; otherwise starts its own Redis. Ctrl-C stops everything.
     """
-    from tooling.dev import run_dev
+    run_dev = tooling("tooling.dev", "dev").run_dev
 
     def requirements(settings: Settings) -> list[Problem]:
         metrics_port = settings.WORKER_METRICS_PORT if worker_metrics_port is None else worker_metrics_port
@@ -521,7 +395,7 @@ def bench(
     running one. Results and how to read them: docs/performance.md.
     """
     flags = dict(locals())  # first: only the options
-    from tooling.bench.command import main as bench_main
+    bench_main = tooling("tooling.bench.command", "bench").main
 
     for name in ("quick", "phases", "python_load"):
         flags.pop(name)
@@ -531,7 +405,3 @@ def bench(
 
 def main() -> None:
     cli()
-
-
-if __name__ == "__main__":
-    main()
