@@ -129,7 +129,7 @@ async def _poison(ctx: WorkerContext, entry_id: str, fields: dict[str, str]) -> 
     """A poison entry must not block the stream forever: log it, keep it for inspection (capped)."""
     log.exception("entry_failed", entry=entry_id)
     await ctx.redis.xadd(
-        ctx.store.key("inbox_failed"), {"e": fields.get("e", "")}, maxlen=100_000, approximate=True
+        ctx.store.keys.inbox_failed, {"e": fields.get("e", "")}, maxlen=100_000, approximate=True
     )
 
 

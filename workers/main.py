@@ -21,6 +21,7 @@ from gateway.services import netguard
 from gateway.settings import Settings
 from gateway.store import make_delivery_store, make_store
 from gateway.store.delivery import OPERATOR_EVENT_JOB
+from gateway.store.keys import Keys
 from workers.consumer import consumer_name, run_consumer
 from workers.context import WorkerContext
 from workers.delivery import DELIVER_JOB, JOB_MAX_TRIES, SLOT_WAIT_S, deliver_job, job_timeout
@@ -36,7 +37,7 @@ REDIS_WAIT_MAX_S = 5.0
 
 
 def queue_name(settings: Settings) -> str:
-    return f"{settings.GATEWAY_KEY_PREFIX}queue"
+    return Keys(settings.GATEWAY_KEY_PREFIX).queue
 
 
 def arq_redis_settings(settings: Settings) -> RedisSettings:

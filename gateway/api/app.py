@@ -27,6 +27,7 @@ from gateway.services.ratelimit import SharedRateLimiter
 from gateway.services.upstream import PlivoClient, RetryBudget
 from gateway.settings import Settings
 from gateway.store import make_store
+from gateway.store.keys import Keys
 
 log = logs.get("gateway.api.app")
 
@@ -130,7 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         # Pub/sub blocks on reads by design: its connection must not have a read timeout.
         notify_redis = make_redis(settings, socket_timeout=None)
-        notifier = Notifier(notify_redis, settings.GATEWAY_KEY_PREFIX + "notify")
+        notifier = Notifier(notify_redis, Keys(settings.GATEWAY_KEY_PREFIX).notify_channel)
         notifier.start()
         app.state.gw = GatewayState(settings, redis, store, http, plivo, notifier)
         callback_receiver.open(app.state.gw)

@@ -1,36 +1,10 @@
 """Everything the gateway keeps in Redis, and every script that changes more than one key.
 
-All keys start with ``GATEWAY_KEY_PREFIX`` (default ``cg:``; tests use a unique one). ``ckey`` is a
-*correlation key*: ``api:<api_id>`` for async results, ``ref:<ref>`` for results that only carry the
-gateway's own reference from the callback URL (resolved through ``refs:``), ``msg:<MessageUUID>`` /
-``call:<RequestUUID>`` for status callbacks, ``none:<cb_id>`` for callbacks with nothing to
-correlate on.
-
-| key                    | type   | TTL                        | written by            | read by            |
-|------------------------|--------|----------------------------|-----------------------|--------------------|
-| ``req:{api_id}``       | hash   | deadline + retention; from | submit, correlate,    | status API, worker |
-|                        |        | completion: retention      | timeout sweep         |                    |
-| ``reqevents:{api_id}`` | list   | retention                  | emit                  | status API         |
-| ``requests:{status}``  | zset   | none (trimmed by sweep)    | submit, correlate,    | list API, /metrics |
-|                        |        |                            | timeout sweep         |                    |
-| ``due``                | zset   | none (members popped)      | submit, timeout sweep | timeout sweep      |
-| ``due:{timeout_s}``    | list   | none (popped when due)     | submit                | timeout sweep      |
-| ``refs:{hour}:{h}``    | hash   | retention from last write  | submit                | correlate (ref:)   |
-| ``link:{ckey}``        | string | retention                  | correlate             | correlate          |
-| ``dedup:{cb_id}``      | string | ``GATEWAY_DEDUP_TTL``      | ingest                | ingest             |
-| ``inbox``              | stream | entries XDEL'd when acked  | ingest, submit        | worker (group)     |
-| ``park:{ckey}``        | list   | grace + retention          | correlate             | submit, correlate  |
-| ``unmatched``          | zset   | none (popped when due)     | correlate             | unmatched sweep    |
-| ``state:{ckey}``       | hash   | retention                  | correlate             | correlate          |
-| ``evt:{event_id}``     | string | retention                  | emit                  | status API, worker |
-| ``dlv:{delivery_id}``  | hash   | retention                  | emit, worker          | deliveries API     |
-| ``webhook_secret``     | string | none                       | first start (SET NX)  | worker             |
-| ``workers``            | zset   | ``WORKER_HEARTBEAT_TTL``   | worker heartbeat      | /readyz, /metrics  |
-| ``apirate:{caller}``   | string | ``GATEWAY_API_RATE_WINDOW``| API key dependency    | the same (1 script)|
-| ``ptok:{token_id}``    | hash   | none (deleted on revoke)   | proxy_tokens API      | proxy auth         |
+Every key, its type, TTL, writer and reader: ``gateway.store.keys`` (the map, and the only place
+key names are built).
 
 What a pending request costs is most of Redis' memory, so its keys are compact (figures in
-``gateway.store.core``):
+docs/performance.md):
 
 * ``req:{api_id}`` has one-letter fields (``gateway.store.core.FIELDS``), and fields holding their
   default are absent: ``s`` status (absent: pending), ``m`` method (absent: POST), ``r`` resource,
@@ -70,8 +44,6 @@ Flow and why it is safe against a crash between any two steps:
 ``submit`` stores the request and, in the same script, moves anything parked under its ``api:`` or
 ``ref:`` ckey back into the inbox: whichever of submit and callback runs first, exactly one
 correlation completes the request.
-
-The front door's keys (``apirate:``, ``ptok:``) are described in ``gateway.store.frontdoor``.
 """
 
 from redis.asyncio import Redis

@@ -34,6 +34,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from gateway.domain.signing import new_webhook_secret
+from gateway.store.keys import Keys
 
 INBOX_GROUP = "correlate"
 
@@ -465,11 +466,12 @@ class Store:
     ) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self.dedup_ttl = dedup_ttl
         self.retention = retention
         self.grace = grace
         self.nonce_window = nonce_window
-        self.inbox = prefix + "inbox"
+        self.inbox = self.keys.inbox
         self._ingest = redis.register_script(_INGEST)
         self._submit = redis.register_script(_SUBMIT)
         self._correlate = redis.register_script(_CORRELATE)
@@ -481,7 +483,7 @@ class Store:
         self._forget_consumer = redis.register_script(_FORGET_CONSUMER)
 
     def key(self, *parts: str) -> str:
-        return self.prefix + ":".join(parts)
+        return self.keys.key(*parts)
 
     # --- receiver -------------------------------------------------------------------------
 

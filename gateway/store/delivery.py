@@ -74,6 +74,7 @@ from redis.asyncio import Redis
 from gateway.domain.signing import new_webhook_secret
 from gateway.infra.redis_batch import read_only_call
 from gateway.store.core import now_ms
+from gateway.store.keys import Keys
 
 DELIVER_JOB = "cg_deliver"
 OPERATOR_EVENT_JOB = "cg_operator_event"
@@ -699,8 +700,9 @@ class DeliveryStore:
     def __init__(self, redis: Redis, prefix: str, *, retention: int) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self.retention = retention
-        self.queue = prefix + "queue"  # the gateway's own arq queue (workers.main.queue_name)
+        self.queue = self.keys.queue  # the gateway's own arq queue (workers.main.queue_name)
         self._emit = redis.register_script(_EMIT)
         self._record = redis.register_script(_RECORD)
         self._defer = redis.register_script(_DEFER)
@@ -719,7 +721,7 @@ class DeliveryStore:
         self._ack = redis.register_script(_ACK)
 
     def key(self, *parts: str) -> str:
-        return self.prefix + ":".join(parts)
+        return self.keys.key(*parts)
 
     # --- events and deliveries --------------------------------------------------------------
 

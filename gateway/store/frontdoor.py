@@ -1,9 +1,6 @@
 """The front door's data: per-API-key rate limits and the drop-in proxy's issued tokens.
 
-| key                      | type   | TTL                         | written by          | read by        |
-|--------------------------|--------|-----------------------------|---------------------|----------------|
-| ``apirate:{caller}``     | string | ``GATEWAY_API_RATE_WINDOW`` | every API request   | the same       |
-| ``ptok:{token_id}``      | hash   | none (deleted on revoke)    | POST proxy_tokens   | proxy auth     |
+Keys ``apirate:{caller}`` and ``ptok:{token_id}`` (map: ``gateway.store.keys``).
 
 A ``ptok`` hash: ``hash``, ``created_at``, ``description``, ``resources``, ``targets`` and
 ``metadata`` (JSON). A token issued before tokens had ``resources`` has none: the proxy gives it
@@ -18,6 +15,8 @@ the token from ``GATEWAY_PROXY_TOKEN_SECRET`` and the id when it must re-sign a 
 from __future__ import annotations
 
 from redis.asyncio import Redis
+
+from gateway.store.keys import Keys
 
 # A fixed window counter: one INCR per request, the window starts with the first request.
 # Atomic, so N processes together grant at most ``limit`` per window (tests/api/test_api_limits.py).
@@ -39,25 +38,23 @@ class FrontDoorStore:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self._api_rate = redis.register_script(_API_RATE)
-
-    def key(self, *parts: str) -> str:
-        return self.prefix + ":".join(parts)
 
     async def api_rate(self, caller: str, limit: int, window_ms: int) -> int:
         """0 when ``caller`` may go ahead, else the milliseconds until its window ends."""
-        wait = await self._api_rate(keys=[self.key("apirate", caller)], args=[limit, window_ms])
+        wait = await self._api_rate(keys=[self.keys.apirate(caller)], args=[limit, window_ms])
         return int(wait)
 
     async def save_token(self, token_id: str, record: dict[str, str]) -> None:
         """``record``: ``hash`` (SHA-256 of the token), ``created_at``, ``description``, the
         ``resources`` it may reach and the ``targets`` / ``metadata`` every async request made
         with the token gets (those three JSON)."""
-        await self.redis.hset(self.key("ptok", token_id), mapping=record)  # type: ignore[misc]
+        await self.redis.hset(self.keys.ptok(token_id), mapping=record)  # type: ignore[misc]
 
     async def get_token(self, token_id: str) -> dict[str, str]:
-        found: dict[str, str] = await self.redis.hgetall(self.key("ptok", token_id))  # type: ignore[misc]
+        found: dict[str, str] = await self.redis.hgetall(self.keys.ptok(token_id))  # type: ignore[misc]
         return found
 
     async def delete_token(self, token_id: str) -> bool:
-        return bool(await self.redis.delete(self.key("ptok", token_id)))
+        return bool(await self.redis.delete(self.keys.ptok(token_id)))

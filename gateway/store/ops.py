@@ -1,8 +1,6 @@
 """Operations keys: worker heartbeats, and the read-only figures behind /readyz and /metrics.
 
-| key            | type | TTL                          | written by           | read by           |
-|----------------|------|------------------------------|----------------------|-------------------|
-| ``workers``    | zset | ``WORKER_HEARTBEAT_TTL``      | each worker (beat)   | /readyz, /metrics |
+Key ``workers`` (map: ``gateway.store.keys``).
 
 ``workers`` scores each live worker (its consumer name) by its last heartbeat (epoch ms). A beat
 also drops members older than the TTL and renews the key's TTL, so the set never outlives the
@@ -26,6 +24,7 @@ from redis.exceptions import ResponseError
 
 from gateway.infra.metrics import Gauges
 from gateway.store.core import INBOX_GROUP, now_ms
+from gateway.store.keys import Keys
 
 BREAKER_STATES = ("open", "half_open")  # indexed; "closed" is the rest of the subscriptions
 
@@ -42,41 +41,37 @@ class OpsStore:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self._beat = redis.register_script(_BEAT)
-
-    def key(self, *parts: str) -> str:
-        return self.prefix + ":".join(parts)
 
     async def beat(self, member: str, ttl_s: float, *, now: int | None = None) -> int:
         """Record a heartbeat of worker ``member``; returns how many workers are alive."""
-        alive = await self._beat(
-            keys=[self.key("workers")], args=[member, now or now_ms(), int(ttl_s * 1000)]
-        )
+        alive = await self._beat(keys=[self.keys.workers], args=[member, now or now_ms(), int(ttl_s * 1000)])
         return int(alive)
 
     async def leave(self, member: str) -> None:
         """A worker that stops cleanly says so at once instead of waiting for its TTL."""
-        await self.redis.zrem(self.key("workers"), member)
+        await self.redis.zrem(self.keys.workers, member)
 
     async def freshest_beat_age(self, *, now: int | None = None) -> float | None:
         """Seconds since the most recent heartbeat of any worker, None if there is none."""
-        newest = await self.redis.zrange(self.key("workers"), -1, -1, withscores=True)
+        newest = await self.redis.zrange(self.keys.workers, -1, -1, withscores=True)
         if not newest:
             return None
         return max(0.0, ((now or now_ms()) - float(newest[0][1])) / 1000)
 
     async def gauges(self, heartbeat_ttl_s: float, *, now: int | None = None) -> Gauges:
         now = now or now_ms()
-        inbox = self.key("inbox")
+        inbox = self.keys.inbox
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(self.key("requests", "pending"))
-            pipe.zrange(self.key("requests", "pending"), 0, 0, withscores=True)
+            pipe.zcard(self.keys.requests("pending"))
+            pipe.zrange(self.keys.requests("pending"), 0, 0, withscores=True)
             pipe.xlen(inbox)
-            pipe.xlen(self.key("inbox_failed"))
-            pipe.zcard(self.key("queue"))
-            pipe.zcard(self.key("deliveries", "status", "failed"))
-            pipe.zcount(self.key("workers"), now - int(heartbeat_ttl_s * 1000), "+inf")
-            pipe.zcard(self.key("subs"))
+            pipe.xlen(self.keys.inbox_failed)
+            pipe.zcard(self.keys.queue)
+            pipe.zcard(self.keys.deliveries_status("failed"))
+            pipe.zcount(self.keys.workers, now - int(heartbeat_ttl_s * 1000), "+inf")
+            pipe.zcard(self.keys.subs)
             pipe.time()
             pending, oldest, backlog, failed, queue, dead, alive, subs, server_now = await pipe.execute()
         g = Gauges(
@@ -93,7 +88,7 @@ class OpsStore:
         server_ms = int(seconds) * 1000 + int(micros) // 1000
         async with self.redis.pipeline(transaction=False) as pipe:
             for state in BREAKER_STATES:
-                pipe.zcount(self.key("breakers", state), server_ms, "+inf")
+                pipe.zcount(self.keys.breakers(state), server_ms, "+inf")
             pipe.xpending(inbox, INBOX_GROUP)
             *indexed, summary = await pipe.execute(raise_on_error=False)
         for reply in indexed:

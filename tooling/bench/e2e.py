@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from gateway.store.keys import Keys
 from tooling.bench import bareclient, corpus, load, procs
 from tooling.bench.apps import ENQUEUED_HASH, JOBS_HASH
 from tooling.bench.bulk import inbox_entry, new_request, push_inbox, save_requests, settings_for
@@ -169,13 +170,13 @@ async def _worker_run(run: Run, redis: Redis) -> tuple[dict[str, Any], float | N
     pids = run.children.pids("worker")
     cpu_before = procs.cpu_seconds(pids)
     began = time.time()
-    await push_inbox(redis, run.prefix + "inbox", entries)
+    await push_inbox(redis, Keys(run.prefix).inbox, entries)
     pushed = time.time() - began
     await _wait_for(run, redis, len(ids), jobs=False)
     count, times, body_bytes = await _stats(run)
     cpu = None
     if cpu_before is not None:
-        await _drained(redis, run.prefix + "inbox")
+        await _drained(redis, Keys(run.prefix).inbox)
         cpu_after = procs.cpu_seconds(pids)
         cpu = None if cpu_after is None else cpu_after - cpu_before
     last = max(times.values(), default=began)

@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from gateway.store.keys import Keys
 from tooling.bench import corpus, load, procs
 from tooling.bench.context import Run
 from tooling.bench.report import Stats, fmt, latency_cells
@@ -25,7 +26,7 @@ def _inbox_len(run: Run) -> int | None:
         return None  # a running stack's worker drains the inbox: its length says nothing
     client = redis.Redis.from_url(run.redis_url)
     try:
-        return int(client.xlen(run.prefix + "inbox"))  # type: ignore[arg-type]
+        return int(client.xlen(Keys(run.prefix).inbox))  # type: ignore[arg-type]
     finally:
         client.close()
 

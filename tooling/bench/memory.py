@@ -18,11 +18,13 @@ from redis.asyncio import Redis
 
 from gateway.store import make_store
 from gateway.store.core import packed_id
+from gateway.store.keys import Keys
 from tooling.bench.bulk import new_request, save_requests, settings_for
 from tooling.bench.options import BenchOptions
 from tooling.embedded_redis import EmbeddedRedis
 
 PREFIX = "cg:"
+KEYS = Keys(PREFIX)
 WEBHOOK = [{"type": "webhook", "url": "https://billing.example.com/hooks/plivo"}]
 
 
@@ -38,15 +40,15 @@ async def per_request(redis: Redis, url: str, count: int, metadata_bytes: int) -
     await save_requests(redis, settings, reqs)
     after = await _used(redis)
     sample = reqs[:: max(1, count // 200)]
-    req_sizes = [await redis.memory_usage(f"{PREFIX}req:{r.api_id}") or 0 for r in sample]
+    req_sizes = [await redis.memory_usage(KEYS.req(r.api_id)) or 0 for r in sample]
     usage: dict[str, float] = {"req_key_bytes": sum(req_sizes) / len(req_sizes)}
     for name, pattern in (
-        ("refs", "refs:*"),
-        ("due_queues", "due:*"),
-        ("requests:pending", "requests:pending"),
+        ("refs", KEYS.refs("*")),
+        ("due_queues", KEYS.due_queue("*")),
+        ("requests:pending", KEYS.requests("pending")),
     ):
         total = 0
-        async for key in redis.scan_iter(match=PREFIX + pattern, count=1000):
+        async for key in redis.scan_iter(match=pattern, count=1000):
             total += await redis.memory_usage(key, samples=0) or 0
         usage[f"{name}_bytes_each"] = total / count
     return {
@@ -67,9 +69,9 @@ async def _fill_deadlines(redis: Redis, count: int, batch: int = 10_000) -> None
         async with redis.pipeline(transaction=False) as pipe:
             for n, timeout in enumerate(timeouts):
                 if ids[n :: len(timeouts)]:
-                    pipe.rpush(f"{PREFIX}due:{timeout}", *ids[n :: len(timeouts)])
+                    pipe.rpush(KEYS.due_queue(timeout), *ids[n :: len(timeouts)])
             await pipe.execute()
-    await redis.zadd(PREFIX + "due", {str(t): far + t for t in timeouts})
+    await redis.zadd(KEYS.due, {str(t): far + t for t in timeouts})
 
 
 async def _sweep_once(redis: Redis, url: str, due: int) -> tuple[str, float, int]:

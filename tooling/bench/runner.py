@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import redis
 
+from gateway.store.keys import Keys
 from tooling.bench import e2e, ingest, memory, procs, report
 from tooling.bench.context import Run
 from tooling.bench.load import generator_name
@@ -113,7 +114,7 @@ def _start_delivery_side(run: Run) -> None:
         client.flushall()  # the ingest phase's callbacks match nothing: don't make the worker park them
         run.env["BENCH_WORKER_PROCS"] = "1"
         run.children.spawn("worker", ["-m", "gateway.cli", "worker"], run.env)
-        inbox = run.prefix + "inbox"
+        inbox = Keys(run.prefix).inbox
         _wait(lambda: _consumers(client, inbox), "the worker", run, "worker")
     finally:
         client.close()

@@ -359,9 +359,9 @@ class Receiver:
             # Forget the dedup mark and the nonce so that Plivo's retry (same nonce) is stored
             # again (a second inbox entry of the same callback is harmless: its event id derives
             # from the callback id).
-            forget = [state.store.key("dedup", cb_id)]
+            forget = [state.store.keys.dedup(cb_id)]
             if nonce_id:
-                forget.append(state.store.key("nonce", nonce_id))
+                forget.append(state.store.keys.nonce(nonce_id))
             await state.redis.delete(*forget)
             raise OSError(f"callback reached {acked} of {settings.REDIS_WAIT_REPLICAS} replicas")
         return stored
