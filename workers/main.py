@@ -184,12 +184,9 @@ async def run_worker(
     cannot work yet, nor one whose startup failed; once a stop has arrived it does not start at
     all. A stop that arrives during startup waits for startup to end (a handful of Redis
     commands; a Redis that does not answer would hold up the shutdown just the same) and then
-    shuts the worker down the normal way. Startup is never cancelled: cancelled midway
-    it left what it had opened unclosed, and the cancellation itself can be lost, because Python
-    3.11's ``asyncio.wait_for`` (round every redis-py command write) drops one that arrives as the
-    command completes. The hook then finished after the stop, started the consumer and the
-    sweeps, and arq's poll loop ran on with nobody left to stop it (``worker_stopping`` logged
-    before ``worker_started``, the heartbeat keeping /readyz up).
+    shuts the worker down the normal way. Startup is never cancelled: a cancellation midway would
+    leave what it opened unclosed, and Python 3.11's ``asyncio.wait_for`` (round every redis-py
+    command) can lose a cancellation that arrives as the command completes (docs/reliability.md).
 
     Shutdown: stop taking new work (the arq poll loop and the inbox reads stop at once), let what
     is in flight finish within WORKER_SHUTDOWN_GRACE, then close; the heartbeat leaves last.
