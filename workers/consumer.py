@@ -21,7 +21,9 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.domain.callbacks import classify, parse_form
-from gateway.domain.events import envelope, event_id_for, timeout_event_id
+from gateway.domain.events import Event, event_id_for, timeout_event_id
+from gateway.domain.outcomes import Ack, CorrelationOutcome
+from gateway.domain.targets import targets_from_json
 from gateway.infra import logs, metrics, redis_errors, tracing
 from gateway.store import INBOX_GROUP
 from workers.context import WorkerContext
@@ -36,14 +38,12 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
-async def handle_entry(
-    ctx: WorkerContext, raw: str, *, final: bool = False, ack: tuple[str, str, str] | None = None
-) -> bool:
+async def handle_entry(ctx: WorkerContext, raw: str, *, final: bool = False, ack: Ack | None = None) -> bool:
     """Correlate one inbox entry and, unless it was parked, emit and deliver its event.
 
-    ``ack`` (inbox, group, entry id): the entry may be acknowledged in the same script as its only
-    delivery's record. Returns True when it was; the caller acknowledges it otherwise."""
-    entry: dict[str, Any] = json.loads(raw)
+    ``ack``: the entry may be acknowledged in the same script as its only delivery's record.
+    Returns True when it was; the caller acknowledges it otherwise."""
+    entry: dict[str, Any] = json.loads(raw)  # the receiver's JSON (gateway.api.routes.receiver)
     if entry.get("t") == "timeout":
         return await _timed_out(ctx, str(entry["api_id"]), int(entry["at"]), ack)
     cb_id = str(entry["cb"])
@@ -60,24 +60,24 @@ async def handle_entry(
         )
     finally:
         subscriptions = await matching  # queued already: never left unawaited
-    metrics.child(metrics.CALLBACKS, corr.outcome).inc()
-    log.info("correlated", cb=cb_id, ckey=c.ckey, outcome=corr.outcome, api_id=corr.api_id or None)
-    if corr.outcome == "parked":
+    outcome = CorrelationOutcome(corr.outcome)
+    metrics.child(metrics.CALLBACKS, outcome).inc()
+    log.info("correlated", cb=cb_id, ckey=c.ckey, outcome=outcome, api_id=corr.api_id or None)
+    if outcome is CorrelationOutcome.PARKED:
         return False
-    if corr.outcome == "unmatched":
-        event = envelope(event_id_for(cb_id), "callback.unmatched", int(entry["at"]), None, {}, params)
+    if outcome is CorrelationOutcome.UNMATCHED:
+        event = Event.new(event_id_for(cb_id), "callback.unmatched", int(entry["at"]), None, {}, params)
         return await fan_out(ctx, event, [], ack=ack)
-    event = envelope(event_id_for(cb_id), c.event_type, int(entry["at"]), corr.api_id, corr.metadata, params)
-    async with _trace(ctx, event, "callback.correlate", {"callback_gateway.outcome": corr.outcome}):
+    event = Event.new(event_id_for(cb_id), c.event_type, int(entry["at"]), corr.api_id, corr.metadata, params)
+    async with _trace(ctx, event, "callback.correlate", {"callback_gateway.outcome": outcome.value}):
         # A stale status update is recorded with the request but not fanned out as current state.
         # Storing the event also wakes whoever waits on the request (?wait=, SSE).
-        deliver = corr.outcome != "stale"
-        return await fan_out(ctx, event, corr.targets, deliver=deliver, subscriptions=subscriptions, ack=ack)
+        deliver = outcome is not CorrelationOutcome.STALE
+        targets = targets_from_json(corr.targets)
+        return await fan_out(ctx, event, targets, deliver=deliver, subscriptions=subscriptions, ack=ack)
 
 
-async def _unparsed(
-    ctx: WorkerContext, cb_id: str, raw: str, entry: dict[str, Any], ack: tuple[str, str, str] | None
-) -> bool:
+async def _unparsed(ctx: WorkerContext, cb_id: str, raw: str, entry: dict[str, Any], ack: Ack | None) -> bool:
     """A signed callback whose payload did not parse (kept raw by the receiver): nothing can
     correlate it, so it is unmatched at once, listed with the unmatched callbacks, and its event
     carries the payload as it came and why it did not parse."""
@@ -86,33 +86,33 @@ async def _unparsed(
     log.warning("callback_unparsed", cb=cb_id, error=entry["perr"])
     data: dict[str, Any] = {k: entry[k] for k in ("raw", "raw_b64") if k in entry}
     data.update(error=entry["perr"], query=entry.get("q", ""), method=entry.get("m", ""))
-    event = envelope(event_id_for(cb_id), "callback.unmatched", int(entry["at"]), None, {}, data)
+    event = Event.new(event_id_for(cb_id), "callback.unmatched", int(entry["at"]), None, {}, data)
     return await fan_out(ctx, event, [], ack=ack)
 
 
 @contextlib.asynccontextmanager
 async def _trace(
-    ctx: WorkerContext, event: dict[str, Any], name: str, attributes: dict[str, str | int] | None = None
+    ctx: WorkerContext, event: Event, name: str, attributes: dict[str, str | int] | None = None
 ) -> AsyncIterator[None]:
     """Record the submit's trace context in the event (GATEWAY_TRACE_PROPAGATION); with OpenTelemetry
     (GATEWAY_OTEL_ENABLED), the event carries instead a span's, child of it, around the fan-out."""
     stored: str | None = None
-    if ctx.settings.GATEWAY_TRACE_PROPAGATION and event.get("api_id"):
-        (stored,) = await ctx.store.request_fields(str(event["api_id"]), "traceparent")
-    if not stored:
+    if ctx.settings.GATEWAY_TRACE_PROPAGATION and event.api_id:
+        (stored,) = await ctx.store.request_fields(event.api_id, "traceparent")
+    if not stored or not event.api_id:
         yield
         return
-    attributes = {**(attributes or {}), "callback_gateway.event_id": str(event["id"])}
-    attributes["callback_gateway.api_id"] = str(event["api_id"])
+    attributes = {**(attributes or {}), "callback_gateway.event_id": event.id}
+    attributes["callback_gateway.api_id"] = event.api_id
     with tracing.span(ctx.settings, name, stored, fallback=stored, attributes=attributes) as span:
-        event["traceparent"] = span.traceparent
+        event.traceparent = span.traceparent
         yield
 
 
-async def _timed_out(ctx: WorkerContext, api_id: str, at: int, ack: tuple[str, str, str] | None) -> bool:
+async def _timed_out(ctx: WorkerContext, api_id: str, at: int, ack: Ack | None) -> bool:
     metadata, targets = await ctx.store.request_fields(api_id, "metadata", "targets")
     data = {"api_id": api_id, "status": "timed_out"}
-    event = envelope(
+    event = Event.new(
         timeout_event_id(api_id),
         "request.timed_out",
         at,
@@ -122,7 +122,7 @@ async def _timed_out(ctx: WorkerContext, api_id: str, at: int, ack: tuple[str, s
     )
     async with _trace(ctx, event, "request.timed_out"):
         log.info("timed_out", api_id=api_id)
-        return await fan_out(ctx, event, json.loads(targets) if targets else [], ack=ack)
+        return await fan_out(ctx, event, targets_from_json(json.loads(targets)) if targets else [], ack=ack)
 
 
 async def _poison(ctx: WorkerContext, entry_id: str, fields: dict[str, str]) -> None:
@@ -137,7 +137,7 @@ async def _one(ctx: WorkerContext, entry_id: str, fields: dict[str, str]) -> Non
     """Handle one entry, then acknowledge it (XACK + XDEL in one script) unless its delivery's
     record already did."""
     try:
-        ack = (ctx.store.inbox, INBOX_GROUP, entry_id)
+        ack = Ack(ctx.store.inbox, INBOX_GROUP, entry_id)
         if await handle_entry(ctx, fields["e"], final=fields.get("final") == "1", ack=ack):
             return
     except (RedisError, OSError) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
@@ -12,6 +13,10 @@ from gateway.services.netguard import WebhookClient
 from gateway.settings import Settings
 from gateway.store import DeliveryStore, Store, now_ms
 from gateway.store.delivery import AttemptLimits, BreakerPolicy
+
+# arq's per-worker context, handed to every job and hook: arq's own entries (``redis``, ``job_try``,
+# ...) and ours (``gw``: the WorkerContext; the consumer's stop event and tasks).
+JobContext = dict[str, Any]
 
 
 @dataclass(slots=True)

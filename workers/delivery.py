@@ -35,17 +35,26 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode
 
 from arq import Retry
 from arq.jobs import serialize_job
 from redis.exceptions import RedisError
 
-from gateway.domain.events import envelope, iso_ms
+from gateway.domain.events import Event, iso_ms
+from gateway.domain.outcomes import Ack, BeginState, DeliveryStatus
 from gateway.domain.signing import webhook_headers
+from gateway.domain.subscriptions import Subscription
+from gateway.domain.targets import (
+    QueueTarget,
+    RelayTarget,
+    SubscriptionTarget,
+    Target,
+    WebhookTarget,
+    target_from_json,
+)
 from gateway.infra import logs, metrics, redis_errors, tracing
 from gateway.infra.redis_client import REDIS_CONNECT_TIMEOUT_S, REDIS_SOCKET_TIMEOUT_S
 from gateway.services.netguard import ExchangeError, NoSlot
@@ -60,7 +69,7 @@ from gateway.store.delivery import (
     encode_event,
 )
 from workers import relay
-from workers.context import WorkerContext
+from workers.context import JobContext, WorkerContext
 from workers.retry import Outcome, classify_status, next_delay, parse_retry_after
 
 log = logs.get("workers.delivery")
@@ -89,26 +98,16 @@ class Attempt:
 @dataclass(slots=True)
 class Job:
     dlv_id: str
-    event: dict[str, Any]
-    target: dict[str, Any]
-    sub: dict[str, str] | None
+    event: Event
+    target: Target
+    sub: Subscription | None
     cycle: int
     attempt: int
     body: bytes  # the event as JSON (encode_event): the webhook body and what is signed
 
 
-def target_key(target: dict[str, Any]) -> str:
-    if target.get("subscription"):
-        return f"sub:{target['subscription']}"
-    if target.get("type") == "queue":
-        return f"queue:{target['queue']}:{target['function']}"
-    if target.get("type") == relay.RELAY:
-        return f"relay:{target['url']}"
-    return f"webhook:{target['url']}"
-
-
-def delivery_id(event_id: str, target: dict[str, Any]) -> str:
-    digest = hashlib.sha256(f"{event_id}|{target_key(target)}".encode()).hexdigest()
+def delivery_id(event_id: str, target: Target) -> str:
+    digest = hashlib.sha256(f"{event_id}|{target.key}".encode()).hexdigest()
     return f"dlv_{digest[:24]}"
 
 
@@ -176,58 +175,70 @@ def refused_wait_ms(ctx: WorkerContext, begun: Begun) -> int:
 async def run_begun(
     ctx: WorkerContext,
     dlv_id: str,
-    event: dict[str, Any],
+    event: Event | None,
     begun: Begun,
     *,
-    ack: tuple[str, str, str] | None = None,
+    ack: Ack | None = None,
     event_json: str | None = None,
 ) -> str:
-    """Go on from ``begin``'s answer: attempt, abandon, put off, or nothing. ``ack`` (inbox, group,
-    entry id) is acknowledged together with the record, and only when an attempt was made.
-    ``event_json``: ``event`` already encoded (``encode_event``)."""
-    if begun.state == "go":
-        target: dict[str, Any] = json.loads(begun.target)
-        sub = None
-        if target.get("subscription"):
-            sub = {
-                "id": str(target["subscription"]),
-                "url": begun.url,
-                "secrets": begun.secrets,
-                "retry_schedule": begun.retry_schedule,
-            }
-        body = (event_json or encode_event(event)).encode("utf-8")
-        job = Job(dlv_id, event, target, sub, begun.cycle, begun.attempts + 1, body)
-        try:
-            result = await _send(ctx, job)
-        except NoSlot:
-            # Not attempted: every connection of this worker stayed busy (slow endpoints
-            # elsewhere). Nothing is counted against the endpoint; the same attempt runs again
-            # once the lease ``begin`` took has expired. The inbox entry this attempt was to
-            # acknowledge with its record is acknowledged now: its work is scheduled.
-            await _after_lease(ctx, dlv_id, begun)
-            if ack is not None:
-                await ctx.deliveries.ack_entry(*ack)
-            log.info("delivery_deferred", delivery_id=dlv_id, reason="worker_busy", wait_ms=lease_ttl_ms(ctx))
-            return "deferred"
-        return await _finish(ctx, job, begun, result, ack)
-    if begun.state == "abandon":
+    """Go on from ``begin``'s answer: attempt, abandon, put off, or nothing. ``ack`` is
+    acknowledged together with the record, and only when an attempt was made. ``event``: None when
+    ``begin`` read it (``begun.event``); ``event_json``: ``event`` already encoded (``encode_event``)."""
+    if begun.state == BeginState.GO:
+        return await _go(ctx, dlv_id, event, begun, ack, event_json)
+    if begun.state == BeginState.ABANDON:
         return await _abandon(ctx, dlv_id, begun)
-    if begun.state == "leased":
+    if begun.state == BeginState.LEASED:
         # Someone is attempting it now, or died doing so: look again once the lease has expired.
         await _after_lease(ctx, dlv_id, begun)
-        return "leased"
-    if begun.state == "refused":
+        return BeginState.LEASED.value
+    if begun.state == BeginState.REFUSED:
         wait_ms = refused_wait_ms(ctx, begun)
         now = ctx.clock()
         await ctx.deliveries.defer(dlv_id, begun.cycle, begun.attempts + 1, now + wait_ms, now=now)
         log.info("delivery_deferred", delivery_id=dlv_id, reason=begun.reason, wait_ms=wait_ms)
         return "deferred"
-    if begun.state == "expired":
+    if begun.state == BeginState.EXPIRED:
         # Its event is gone while the delivery was still pending (cannot happen while retries keep
         # it alive; a safety net): a dead letter that says why, never a silent loss.
-        expired = Begun("abandon", begun.cycle, begun.attempts, reason="event expired before delivery")
+        expired = Begun(
+            BeginState.ABANDON, begun.cycle, begun.attempts, reason="event expired before delivery"
+        )
         return await _abandon(ctx, dlv_id, expired)
     return begun.state  # not due: its status, missing or stale
+
+
+async def _go(
+    ctx: WorkerContext,
+    dlv_id: str,
+    event: Event | None,
+    begun: Begun,
+    ack: Ack | None,
+    event_json: str | None,
+) -> str:
+    """Attempt now: ``begin`` holds the lease (and the subscription's admission)."""
+    if event is None:
+        event_json = begun.event
+        event = Event.from_json(json.loads(event_json))
+    target = target_from_json(json.loads(begun.target))
+    sub = None
+    if isinstance(target, SubscriptionTarget):
+        sub = Subscription.for_delivery(target.subscription, begun.url, begun.secrets, begun.retry_schedule)
+    body = (event_json or encode_event(event.to_json())).encode("utf-8")
+    job = Job(dlv_id, event, target, sub, begun.cycle, begun.attempts + 1, body)
+    try:
+        result = await _send(ctx, job)
+    except NoSlot:
+        # Not attempted: every connection of this worker stayed busy (slow endpoints
+        # elsewhere). Nothing is counted against the endpoint; the same attempt runs again
+        # once the lease ``begin`` took has expired. The inbox entry this attempt was to
+        # acknowledge with its record is acknowledged now: its work is scheduled.
+        await _after_lease(ctx, dlv_id, begun)
+        if ack is not None:
+            await ctx.deliveries.ack_entry(*ack)
+        log.info("delivery_deferred", delivery_id=dlv_id, reason="worker_busy", wait_ms=lease_ttl_ms(ctx))
+        return "deferred"
+    return await _finish(ctx, job, begun, result, ack)
 
 
 async def _after_lease(ctx: WorkerContext, dlv_id: str, begun: Begun) -> None:
@@ -241,41 +252,40 @@ async def _after_lease(ctx: WorkerContext, dlv_id: str, begun: Begun) -> None:
 
 async def _send(ctx: WorkerContext, job: Job) -> Attempt:
     started = time.monotonic()
-    if job.target.get("type") == "queue":
+    target = job.target
+    if isinstance(target, QueueTarget):
         # Written by ``finish`` itself, with the record (see queue_job).
         return Attempt(Outcome.SUCCESS, None, "", None)
-    if job.target.get("type") == relay.RELAY:
-        result = await _send_relay(ctx, job)
+    if isinstance(target, RelayTarget):
+        result = await _send_relay(ctx, job, target)
     else:
-        result = await _send_webhook(ctx, job)
+        result = await _send_webhook(ctx, job, target)
     result.ms = round((time.monotonic() - started) * 1000, 1)
     return result
 
 
-def signing_secrets(ctx: WorkerContext, sub: dict[str, str] | None) -> list[str]:
+def signing_secrets(ctx: WorkerContext, sub: Subscription | None) -> list[str]:
     if sub is None:
         return [ctx.webhook_secret]
-    now = ctx.clock()
-    held = json.loads(sub.get("secrets") or "[]")
-    return [s["secret"] for s in held if not s.get("expires_at") or int(s["expires_at"]) > now]
+    return sub.signing_secrets(ctx.clock())
 
 
-async def _send_webhook(ctx: WorkerContext, job: Job) -> Attempt:
+async def _send_webhook(ctx: WorkerContext, job: Job, target: WebhookTarget | SubscriptionTarget) -> Attempt:
     event, body = job.event, job.body
-    headers = webhook_headers(signing_secrets(ctx, job.sub), str(event["id"]), body, int(time.time()))
-    url = str(job.sub["url"] if job.sub else job.target["url"])
+    headers = webhook_headers(signing_secrets(ctx, job.sub), event.id, body, int(time.time()))
+    url = job.sub.url if job.sub else target.url
     method: str = "POST"
     content: bytes | None = body
-    if job.sub is None and job.target.get("method") == "GET":
+    if isinstance(target, WebhookTarget) and target.method == "GET":
         # A per-request target that asked for GET (Plivo's ``callback_method=GET`` pattern) gets
         # the same JSON, and signature, in the ``event`` query parameter.
         del headers["content-type"]
         query = urlencode({"event": body.decode("utf-8")})
         url, method, content = f"{url}{'&' if '?' in url else '?'}{query}", "GET", None
-    parent = str(event.get("traceparent") or "")
+    parent = event.traceparent or ""
     if not parent:
         return await _exchange(ctx, method, url, content, headers)
-    attributes = {"callback_gateway.event_id": str(event["id"]), "callback_gateway.delivery_id": job.dlv_id}
+    attributes = {"callback_gateway.event_id": event.id, "callback_gateway.delivery_id": job.dlv_id}
     fallback = tracing.child(parent)
     with tracing.span(
         ctx.settings, "webhook.deliver", parent, fallback=fallback, kind="client", attributes=attributes
@@ -288,11 +298,11 @@ async def _send_webhook(ctx: WorkerContext, job: Job) -> Attempt:
         return attempt
 
 
-async def _send_relay(ctx: WorkerContext, job: Job) -> Attempt:
+async def _send_relay(ctx: WorkerContext, job: Job, target: RelayTarget) -> Attempt:
     """A drop-in proxy client's callback: Plivo's form and V3 signature (workers.relay)."""
-    if job.event.get("type") not in relay.RELAYED_TYPES:
+    if job.event.type not in relay.RELAYED_TYPES:
         return Attempt(Outcome.SUCCESS, None, "", None, "not relayed: not a Plivo callback")
-    req = relay.build(ctx.settings, job.target, job.event)
+    req = relay.build(ctx.settings, target, job.event.data)
     # The URL is sent exactly as signed.
     return await _exchange(ctx, req.method, req.url, req.content, req.headers, encoded=True)
 
@@ -335,17 +345,18 @@ def queue_job(job: Job) -> tuple[str, str, bytes] | None:
     arq already has, as ``enqueue_job`` does: reprocessing after a crash cannot enqueue the event
     twice; a retry/replay is a new cycle. Written in the same script as the record, it costs no
     round trip of its own (``enqueue_job`` is a WATCH/MULTI of four)."""
-    if job.target.get("type") != "queue":
+    target = job.target
+    if not isinstance(target, QueueTarget):
         return None
     job_id = f"cg:{job.dlv_id}" if job.cycle == 0 else f"cg:{job.dlv_id}:r{job.cycle}"
-    payload = serialize_job(str(job.target["function"]), (job.event,), {}, None, int(time.time() * 1000))
-    return str(job.target["queue"]), job_id, payload
+    payload = serialize_job(target.function, (job.event.to_json(),), {}, None, int(time.time() * 1000))
+    return target.queue, job_id, payload
 
 
 # --- record -------------------------------------------------------------------------------------
 
 
-def _log_entry(job: Job, result: Attempt, at: int) -> dict[str, Any]:
+def _log_entry(job: Job, result: Attempt, at: int) -> dict[str, str | int | float | None]:
     return {
         "attempt": job.attempt,
         "cycle": job.cycle,
@@ -358,17 +369,16 @@ def _log_entry(job: Job, result: Attempt, at: int) -> dict[str, Any]:
     }
 
 
-def _schedule(ctx: WorkerContext, sub: dict[str, str] | None) -> list[float]:
-    if sub and sub.get("retry_schedule"):
-        schedule: list[float] = json.loads(sub["retry_schedule"])
-        return schedule
-    return list(ctx.settings.GATEWAY_RETRY_SCHEDULE)
+def _schedule(ctx: WorkerContext, sub: Subscription | None) -> Sequence[float]:
+    if sub is not None and sub.retry_schedule is not None:
+        return sub.retry_schedule
+    return ctx.settings.GATEWAY_RETRY_SCHEDULE
 
 
 def _attempt_record(ctx: WorkerContext, job: Job, result: Attempt, now: int) -> AttemptRecord:
     entry = _log_entry(job, result, now)
     if result.outcome is Outcome.SUCCESS:
-        return AttemptRecord("succeeded", job.attempt, result.status_code, "", entry)
+        return AttemptRecord(DeliveryStatus.SUCCEEDED, job.attempt, result.status_code, "", entry)
     delay = next_delay(
         job.attempt,
         result.outcome,
@@ -378,19 +388,19 @@ def _attempt_record(ctx: WorkerContext, job: Job, result: Attempt, now: int) -> 
     )
     error = result.error or f"HTTP {result.status_code}"
     if delay is None:
-        return AttemptRecord("failed", job.attempt, result.status_code, error, entry)
-    return AttemptRecord("pending", job.attempt, result.status_code, error, entry, now + int(delay * 1000))
+        return AttemptRecord(DeliveryStatus.FAILED, job.attempt, result.status_code, error, entry)
+    return AttemptRecord(
+        DeliveryStatus.PENDING, job.attempt, result.status_code, error, entry, now + int(delay * 1000)
+    )
 
 
-async def _finish(
-    ctx: WorkerContext, job: Job, begun: Begun, result: Attempt, ack: tuple[str, str, str] | None
-) -> str:
+async def _finish(ctx: WorkerContext, job: Job, begun: Begun, result: Attempt, ack: Ack | None) -> str:
     now = ctx.clock()
     status, state = await ctx.deliveries.finish(
         job.dlv_id,
         begun,
         _attempt_record(ctx, job, result, now),
-        sub=job.sub["id"] if job.sub else "",
+        sub=job.sub.id if job.sub else "",
         breaker=breaker_policy(ctx),
         ok=result.outcome is Outcome.SUCCESS,
         gone=result.outcome is Outcome.GONE,
@@ -401,13 +411,13 @@ async def _finish(
     )
     if state == "disabled" and job.sub is not None:
         reason = _disable_reason(result)
-        log.warning("subscription_disabled", subscription=job.sub["id"], reason=reason)
+        log.warning("subscription_disabled", subscription=job.sub.id, reason=reason)
     metrics.child(metrics.DELIVERY_ATTEMPTS, result.outcome.value).inc()
     if result.outcome is Outcome.SUCCESS and job.cycle == 0:
-        metrics.observe_first_success(job.event.get("created_at"), time.time())
+        metrics.observe_first_success(job.event.created_at, time.time())
     log.info(
         "delivery",
-        event_id=job.event["id"],
+        event_id=job.event.id,
         delivery_id=job.dlv_id,
         attempt=job.attempt,
         cycle=job.cycle,
@@ -424,7 +434,7 @@ async def _abandon(ctx: WorkerContext, dlv_id: str, begun: Begun) -> str:
     return await ctx.deliveries.record(
         dlv_id,
         cycle=begun.cycle,
-        status="failed",
+        status=DeliveryStatus.FAILED,
         attempts=begun.attempts,
         code=None,
         error=begun.reason,
@@ -439,21 +449,21 @@ def _disable_reason(result: Attempt) -> str:
 
 
 def _operator_job(
-    ctx: WorkerContext, sub: dict[str, str] | None, result: Attempt, now: int
+    ctx: WorkerContext, sub: Subscription | None, result: Attempt, now: int
 ) -> tuple[str, str, bytes] | None:
     """The job announcing a disabled subscription (``subscription.disabled``, fanned out by its own
     idempotent job), for ``finish`` to write if this failed attempt disables the subscription."""
     if sub is None or result.outcome is Outcome.SUCCESS:
         return None
-    event_id = "evt_" + hashlib.sha256(f"disabled|{sub['id']}|{now}".encode()).hexdigest()[:32]
+    event_id = "evt_" + hashlib.sha256(f"disabled|{sub.id}|{now}".encode()).hexdigest()[:32]
     data = {
-        "subscription_id": sub["id"],
-        "url": sub["url"],
+        "subscription_id": sub.id,
+        "url": sub.url,
         "reason": _disable_reason(result),
         "disabled_at": iso_ms(now),
     }
-    event = envelope(event_id, "subscription.disabled", now, None, {}, data)
-    payload = serialize_job(OPERATOR_EVENT_JOB, (event,), {}, None, now)
+    event = Event.new(event_id, "subscription.disabled", now, None, {}, data)
+    payload = serialize_job(OPERATOR_EVENT_JOB, (event.to_json(),), {}, None, now)
     return ctx.queue_name, event_id, payload
 
 
@@ -468,7 +478,7 @@ JOB_MAX_TRIES = 24 * 60
 
 
 @contextlib.contextmanager
-def redis_trouble_retried(job_ctx: dict[str, Any], **where: str) -> Iterator[None]:
+def redis_trouble_retried(job_ctx: JobContext, **where: str) -> Iterator[None]:
     """Turn a transient Redis error inside an arq job into arq's ``Retry``: the same job (same id,
     same arguments) runs again later, backing off. arq finishes a job that raised anything else
     and, keeping no results, forgets it. Every step of a job is idempotent (``begin`` checks the
@@ -489,12 +499,12 @@ def redis_trouble_retried(job_ctx: dict[str, Any], **where: str) -> Iterator[Non
 
 
 async def deliver_job(
-    ctx: dict[str, Any], dlv_id: str, cycle: int | None = None, attempt: int | None = None
+    ctx: JobContext, dlv_id: str, cycle: int | None = None, attempt: int | None = None
 ) -> str:
     """arq job: attempt ``attempt`` of cycle ``cycle`` of a delivery (a retry, replay or deferral)."""
     wctx: WorkerContext = ctx["gw"]
     with redis_trouble_retried(ctx, delivery_id=dlv_id):
         limits = attempt_limits(wctx)
         begun = await wctx.deliveries.begin(dlv_id, cycle, attempt, limits, now=wctx.clock(), with_event=True)
-        event: dict[str, Any] = json.loads(begun.event) if begun.event else {}
-        return await run_begun(wctx, dlv_id, event, begun, event_json=begun.event or None)
+        # The event, read by ``begin``, is decoded only for an attempt (``_go``).
+        return await run_begun(wctx, dlv_id, None, begun)

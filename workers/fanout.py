@@ -15,9 +15,12 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+from gateway.domain.events import Event
+from gateway.domain.outcomes import Ack, BeginState
+from gateway.domain.targets import SubscriptionTarget, Target
 from gateway.infra import logs
 from gateway.store.delivery import encode_event
-from workers.context import WorkerContext
+from workers.context import JobContext, WorkerContext
 from workers.delivery import attempt_limits, delivery_id, redis_trouble_retried, run_begun
 
 log = logs.get("workers.fanout")
@@ -33,53 +36,59 @@ async def _run_all(attempts: list[Coroutine[Any, Any, str]]) -> list[str | BaseE
     return await asyncio.gather(*attempts, return_exceptions=True)
 
 
-ACTIONABLE = frozenset({"go", "abandon", "leased", "refused"})  # the other answers: nothing is due
+# The other answers of ``begin``: nothing is due.
+ACTIONABLE = frozenset({BeginState.GO, BeginState.ABANDON, BeginState.LEASED, BeginState.REFUSED})
 
 
 def deliveries_for(
-    event: dict[str, Any],
-    request_targets: list[dict[str, Any]],
+    event: Event,
+    request_targets: list[Target],
     subscriptions: list[tuple[str, str]] | None = None,
-) -> list[tuple[str, dict[str, Any]]]:
+) -> list[tuple[str, Target]]:
     """(delivery id, target) for the request's own targets and each matching subscription."""
     targets = list(request_targets)
     for sub_id, url in subscriptions or []:
-        targets.append({"type": "webhook", "url": url, "subscription": sub_id})
-    event_id = str(event["id"])
-    out: dict[str, dict[str, Any]] = {}
+        targets.append(SubscriptionTarget(sub_id, url))
+    out: dict[str, Target] = {}
     for target in targets:
-        out.setdefault(delivery_id(event_id, target), target)  # the same target twice: once
+        out.setdefault(delivery_id(event.id, target), target)  # the same target twice: once
     return list(out.items())
 
 
 async def fan_out(
     ctx: WorkerContext,
-    event: dict[str, Any],
-    request_targets: list[dict[str, Any]],
+    event: Event,
+    request_targets: list[Target],
     *,
     deliver: bool = True,
     subscriptions: list[tuple[str, str]] | None = None,
-    ack: tuple[str, str, str] | None = None,
+    ack: Ack | None = None,
 ) -> bool:
     """Store ``event`` and, when ``deliver``, its deliveries; attempt the new ones now.
 
     ``subscriptions``: the matching ones when the caller already has them (read in the same round
-    trip as the correlation). ``ack``: the inbox entry (inbox, group, entry id) this event comes
-    from; when exactly one attempt is made, its record and the entry's acknowledgement are one
-    script. Returns True when the entry was acknowledged here."""
-    deliveries: list[tuple[str, dict[str, Any]]] = []
+    trip as the correlation). ``ack``: the inbox entry this event comes from; when exactly one
+    attempt is made, its record and the entry's acknowledgement are one script. Returns True when
+    the entry was acknowledged here."""
+    deliveries: list[tuple[str, Target]] = []
     if deliver:
         if subscriptions is None:
-            subscriptions = await ctx.deliveries.matching_subscriptions(str(event.get("type") or ""))
+            subscriptions = await ctx.deliveries.matching_subscriptions(event.type)
         deliveries = deliveries_for(event, request_targets, subscriptions)
-    event_json = encode_event(event)
+    # The store takes JSON objects (it writes them): converted here, once per event and target.
+    stored = event.to_json()
+    event_json = encode_event(stored)
     _, _, begun = await ctx.deliveries.emit_and_begin(
-        event, deliveries, attempt_limits(ctx), now=ctx.clock(), event_json=event_json
+        stored,
+        [(dlv_id, target.to_json()) for dlv_id, target in deliveries],
+        attempt_limits(ctx),
+        now=ctx.clock(),
+        event_json=event_json,
     )
     attempts = [
         (dlv_id, b) for (dlv_id, _), b in zip(deliveries, begun, strict=True) if b.state in ACTIONABLE
     ]
-    going = [b for _, b in attempts if b.state == "go"]
+    going = [b for _, b in attempts if b.state == BeginState.GO]
     one_ack = ack if len(going) == 1 and len(attempts) == 1 else None
     results = await _run_all(
         [run_begun(ctx, dlv_id, event, b, ack=one_ack, event_json=event_json) for dlv_id, b in attempts]
@@ -105,8 +114,9 @@ async def _first_attempt_failed(ctx: WorkerContext, dlv_id: str, error: BaseExce
     await ctx.deliveries.defer(dlv_id, 0, 1, now + FIRST_ATTEMPT_RETRY_MS, now=now)
 
 
-async def operator_event_job(ctx: dict[str, Any], event: dict[str, Any]) -> None:
-    """arq job: fan out an operator event (``subscription.disabled``) to who subscribed to it."""
+async def operator_event_job(ctx: JobContext, event: dict[str, Any]) -> None:
+    """arq job: fan out an operator event (``subscription.disabled``, its JSON object) to who
+    subscribed to it."""
     wctx: WorkerContext = ctx["gw"]
     with redis_trouble_retried(ctx, event_id=str(event.get("id"))):
-        await fan_out(wctx, event, [])
+        await fan_out(wctx, Event.from_json(event), [])

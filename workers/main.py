@@ -8,7 +8,6 @@ import dataclasses
 import signal
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
@@ -23,7 +22,7 @@ from gateway.store import make_delivery_store, make_store
 from gateway.store.delivery import OPERATOR_EVENT_JOB
 from gateway.store.keys import Keys
 from workers.consumer import consumer_name, run_consumer
-from workers.context import WorkerContext
+from workers.context import JobContext, WorkerContext
 from workers.delivery import DELIVER_JOB, JOB_MAX_TRIES, SLOT_WAIT_S, deliver_job, job_timeout
 from workers.fanout import operator_event_job
 from workers.heartbeat import heartbeat
@@ -71,7 +70,7 @@ def build_worker(
     """The arq worker. Its startup hook sets ``started`` once the consumer and sweeps run;
     ``during_startup`` is awaited inside that hook (see ``run_worker``)."""
 
-    async def startup(ctx: dict[str, Any]) -> None:
+    async def startup(ctx: JobContext) -> None:
         # Whatever this creates is closed again if the hook does not finish (an error), and by
         # ``shutdown`` otherwise.
         async with contextlib.AsyncExitStack() as resources:
@@ -115,7 +114,7 @@ def build_worker(
         if started is not None:
             started.set()
 
-    async def shutdown(ctx: dict[str, Any]) -> None:
+    async def shutdown(ctx: JobContext) -> None:
         await stop_consumer(ctx)
         # Popped: the shutdown may run twice (``run_worker`` after a close that Redis cut short).
         resources: contextlib.AsyncExitStack | None = ctx.pop("resources", None)
@@ -141,7 +140,7 @@ def build_worker(
     )
 
 
-async def stop_consumer(ctx: dict[str, Any], grace: float = 10.0) -> None:
+async def stop_consumer(ctx: JobContext, grace: float = 10.0) -> None:
     """Stop reading new callbacks and sweeping; let the batch in flight finish (bounded)."""
     stop: asyncio.Event | None = ctx.get("stop")
     if stop is None:

@@ -10,12 +10,14 @@ callback; the gateway's other events of that request (timeouts, status links) ar
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from gateway.domain.signing import sign_v3
-from gateway.services.proxy_tokens import RELAY, relay_token
+from gateway.domain.targets import RELAY, RelayTarget
+from gateway.services.proxy_tokens import relay_token
 from gateway.settings import Settings
 
 __all__ = ["RELAY", "RELAYED_TYPES", "RelayRequest", "build"]
@@ -31,13 +33,14 @@ class RelayRequest:
     content: bytes | None
 
 
-def build(settings: Settings, target: dict[str, Any], event: dict[str, Any]) -> RelayRequest:
-    params: dict[str, Any] = dict(event.get("data") or {})
-    token = relay_token(settings, str(target.get("token_id") or ""))
+def build(settings: Settings, target: RelayTarget, data: Mapping[str, Any] | None) -> RelayRequest:
+    """The request that relays an event whose ``data`` (the callback's fields) is ``data``."""
+    params = dict(data or {})
+    token = relay_token(settings, target.token_id)
     nonce = str(secrets.randbelow(10**20)).zfill(20)
     headers = {"user-agent": "callback-gateway/0.1 (plivo relay)", "x-plivo-signature-v3-nonce": nonce}
-    url = str(target["url"])
-    if target.get("method") == "GET":
+    url = target.url
+    if target.method == "GET":
         if params:
             url += ("&" if "?" in url else "?") + urlencode(params, doseq=True)
         headers["x-plivo-signature-v3"] = sign_v3("GET", url, None, nonce, token)

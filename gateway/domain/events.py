@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -30,19 +32,54 @@ def timeout_event_id(api_id: str) -> str:
     return f"evt_{digest}"
 
 
-def envelope(
-    event_id: str,
-    event_type: str,
-    created_ms: int,
-    api_id: str | None,
-    metadata: dict[str, Any],
-    data: Any,
-) -> dict[str, Any]:
-    return {
-        "id": event_id,
-        "type": event_type,
-        "created_at": iso_ms(created_ms),
-        "api_id": api_id,
-        "metadata": metadata,
-        "data": data,
-    }
+@dataclass(slots=True)  # not frozen: the consumer sets ``traceparent``, and one is built per event
+class Event:
+    """The envelope. ``to_json()`` is the object stored, sent to webhooks (compact JSON,
+    ``gateway.store.delivery.encode_event``) and passed to queue targets' jobs; keys in this order,
+    ``traceparent`` only when the event carries a trace context (GATEWAY_TRACE_PROPAGATION)."""
+
+    id: str
+    type: str
+    created_at: str  # ISO 8601 UTC with milliseconds (``iso_ms``)
+    api_id: str | None
+    metadata: dict[str, Any]  # the request's metadata, as the user gave it
+    data: Any  # the callback's parameters, or the event's own fields
+    traceparent: str | None = None
+
+    @classmethod
+    def new(
+        cls,
+        event_id: str,
+        event_type: str,
+        created_ms: int,
+        api_id: str | None,
+        metadata: dict[str, Any],
+        data: Any,
+    ) -> Event:
+        return cls(event_id, event_type, iso_ms(created_ms), api_id, metadata, data)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Event:
+        traceparent = raw.get("traceparent")
+        return cls(
+            str(raw["id"]),
+            str(raw["type"]),
+            str(raw["created_at"]),
+            raw.get("api_id"),
+            raw.get("metadata") or {},
+            raw.get("data"),
+            None if traceparent is None else str(traceparent),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "id": self.id,
+            "type": self.type,
+            "created_at": self.created_at,
+            "api_id": self.api_id,
+            "metadata": self.metadata,
+            "data": self.data,
+        }
+        if self.traceparent is not None:
+            out["traceparent"] = self.traceparent
+        return out

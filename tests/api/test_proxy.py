@@ -15,11 +15,11 @@ import pytest
 from plivo.utils import validate_v3_signature
 from redis.asyncio import Redis
 
-from tests.workers import test_e2e
 from tests.conftest import Stack
 from tests.support.plivo_client import PlivoUserEndpoint
 from tests.support.receiver import Received, wait_until
 from tests.support.servers import ServerThread
+from tests.workers import test_e2e
 
 user_worker = test_e2e.user_worker  # the user's own arq worker process (a fixture)
 
@@ -157,13 +157,16 @@ async def test_pass_through_credentials_and_a_get_callback(stack_factory: Any) -
 
 
 def test_relay_signature_for_get_validates_with_the_sdk() -> None:
+    from gateway.domain.targets import RelayTarget, target_from_json
     from gateway.settings import Settings
     from workers.relay import build
 
     settings = Settings(_env_file=None, PLIVO_AUTH_TOKEN="real-token-" + "x" * 20)  # type: ignore[call-arg]
     target = {"type": "plivo_relay", "url": "https://client.example/cb?x=1", "method": "GET", "token_id": ""}
     event = {"type": "request.completed", "data": {"api_id": "a-1", "message": "call fired"}}
-    req = build(settings, target, event)
+    relay = target_from_json(target)
+    assert isinstance(relay, RelayTarget)
+    req = build(settings, relay, event["data"])
     assert req.method == "GET" and urlsplit(req.url).query.startswith("x=1&")
     nonce, signature = req.headers["x-plivo-signature-v3-nonce"], req.headers["x-plivo-signature-v3"]
     assert validate_v3_signature("GET", req.url, nonce, "real-token-" + "x" * 20, signature)

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from gateway.domain.events import Event
+from gateway.domain.targets import targets_from_json
 from gateway.services.netguard import ExchangeError, IPAddress, Policy, refusal, webhook_client
 from tests.conftest import Stack
 from tests.support.receiver import wait_until
@@ -127,14 +129,14 @@ def test_per_subscription_schedule_and_exhaustion() -> None:
 
 
 def test_fan_out_targets_include_subscriptions_once() -> None:
-    event = {"id": "evt_1"}
+    event = Event.from_json({"id": "evt_1", "type": "t", "created_at": "", "api_id": None, "metadata": {}})
     url = "http://h/x"
     out = deliveries_for(
         event,
-        [{"type": "webhook", "url": url}, {"type": "webhook", "url": url}],
+        targets_from_json([{"type": "webhook", "url": url}, {"type": "webhook", "url": url}]),
         [("sub_a", url), ("sub_b", url)],
     )
-    targets = [t for _, t in out]
+    targets = [t.to_json() for _, t in out]
     assert len(out) == 3  # the request's target once, each subscription once (same URL or not)
     assert {t.get("subscription") for t in targets} == {None, "sub_a", "sub_b"}
     assert len({d for d, _ in out}) == 3

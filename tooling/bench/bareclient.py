@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 
 from gateway.domain.callbacks import callback_id, classify, parse_form
-from gateway.domain.events import envelope, event_id_for
+from gateway.domain.events import Event, event_id_for
 from gateway.domain.signing import new_webhook_secret, webhook_headers
 from gateway.settings import Settings
 from gateway.store.delivery import encode_event
@@ -57,9 +57,9 @@ def webhook(api_id: str, secret: str, metadata_bytes: int) -> Request:
     cb_id = callback_id("", params)
     kind = classify(cb_id, params, parse_form(b"")).event_type
     at = int(time.time() * 1000)
-    event = envelope(event_id_for(cb_id), kind, at, api_id, metadata_of(metadata_bytes, 42), params)
-    body = encode_event(event).encode("utf-8")
-    return body, webhook_headers([secret], str(event["id"]), body, int(time.time()))
+    event = Event.new(event_id_for(cb_id), kind, at, api_id, metadata_of(metadata_bytes, 42), params)
+    body = encode_event(event.to_json()).encode("utf-8")
+    return body, webhook_headers([secret], event.id, body, int(time.time()))
 
 
 def _session(limit: int) -> aiohttp.ClientSession:
