@@ -33,8 +33,9 @@ from gateway.api.body import read_json
 from gateway.api.state import GatewayState
 from gateway.domain.callbacks import REF_PARAM
 from gateway.domain.errors import BadGateway, BadRequest, Forbidden, NotFound, Unauthorized
+from gateway.domain.targets import RelayTarget, Target, targets_from_json
 from gateway.infra import logs
-from gateway.services.proxy_tokens import DEFAULT_RESOURCES, RELAY, reaches, token_hash, token_id_of
+from gateway.services.proxy_tokens import DEFAULT_RESOURCES, reaches, token_hash, token_id_of
 from gateway.services.ratelimit import SharedRateLimiter
 from gateway.services.webhook_policy import refusal
 from gateway.store import NewRequest
@@ -70,7 +71,7 @@ class Caller:
     carry besides the relay (extra targets, metadata)."""
 
     token_id: str
-    targets: list[dict[str, Any]] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     resources: tuple[str, ...] | None = None
 
@@ -90,7 +91,7 @@ async def authenticate(request: Request, state: GatewayState, auth_id: str) -> C
     if not token_id or not record or not hmac.compare_digest(record["hash"], token_hash(password)):
         raise _unauthorized()
     await ratelimit_keys.enforce(request, state, "ptok:" + token_id)
-    targets = json.loads(record.get("targets") or "[]")
+    targets = targets_from_json(json.loads(record.get("targets") or "[]"))
     # A token issued before tokens had resources gets the default scope.
     stored = record.get("resources")
     resources = tuple(json.loads(stored)) if stored else DEFAULT_RESOURCES
@@ -141,7 +142,7 @@ async def forward(
         raise BadGateway(f"upstream unreachable: {type(exc).__name__}") from exc
 
 
-async def relay_target(state: GatewayState, params: Params, token_id: str) -> dict[str, Any]:
+async def relay_target(state: GatewayState, params: Params, token_id: str) -> RelayTarget:
     """The client's callback_url/callback_method as the request's relay target (400 if unusable)."""
     url = str(params.get("callback_url") or "")
     method = str(params.get("callback_method") or "POST").upper()
@@ -152,7 +153,7 @@ async def relay_target(state: GatewayState, params: Params, token_id: str) -> di
     why = await refusal(state.settings, url)
     if why:
         raise BadRequest(f"callback_url: {why}")
-    return {"type": RELAY, "url": url, "method": method, "token_id": token_id}
+    return RelayTarget(url, method, token_id)
 
 
 async def forward_async(
@@ -173,7 +174,7 @@ async def forward_async(
             resource=resource,
             params=params,
             metadata=caller.metadata,
-            targets=[target, *caller.targets],
+            targets=[t.to_json() for t in (target, *caller.targets)],
             timeout_s=state.settings.GATEWAY_DEFAULT_TIMEOUT,
             ref=ref,
         )

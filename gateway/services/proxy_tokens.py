@@ -26,8 +26,6 @@ import secrets
 
 from gateway.settings import Settings
 
-# The kind of target that relays a callback to a proxy client (gateway.api.proxy, workers.relay).
-RELAY = "plivo_relay"
 _TOKEN = re.compile(r"^cgp_([0-9a-f]{16})_[A-Za-z0-9_-]{43}$")
 
 DEFAULT_RESOURCES = ("Message/", "Call/")

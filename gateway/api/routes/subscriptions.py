@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -16,6 +15,7 @@ from gateway.api.pagination import page
 from gateway.api.state import GatewayState
 from gateway.domain.errors import BadRequest, NotFound, new_api_id
 from gateway.domain.events import iso_ms
+from gateway.domain.subscriptions import Subscription
 from gateway.services import netguard
 from gateway.services.webhook_policy import https_refusal
 from gateway.store.delivery import DeliveryQuery
@@ -73,36 +73,36 @@ async def json_body(request: Request, state: GatewayState, *, optional: bool = F
     return await read_json(request, state.settings, optional=optional)
 
 
-def _iso(ms: str | None) -> str | None:
-    return iso_ms(int(ms)) if ms else None
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else iso_ms(ms)
 
 
-def subscription_view(record: dict[str, str], *, with_secret: bool) -> dict[str, Any]:
+def subscription_view(sub: Subscription, *, with_secret: bool) -> dict[str, Any]:
     view: dict[str, Any] = {
-        "id": record["id"],
-        "url": record["url"],
-        "event_types": json.loads(record["event_types"]),
-        "description": record.get("description", ""),
-        "status": record.get("status", "active"),
-        "retry_schedule": json.loads(record["retry_schedule"]) if record.get("retry_schedule") else None,
-        "rate_limit": float(record["rate_limit"]) if record.get("rate_limit") else None,
-        "created_at": _iso(record.get("created_at")),
-        "updated_at": _iso(record.get("updated_at")),
-        "disabled_at": _iso(record.get("disabled_at")),
-        "disabled_reason": record.get("disabled_reason") or None,
+        "id": sub.id,
+        "url": sub.url,
+        "event_types": list(sub.event_types),
+        "description": sub.description,
+        "status": sub.status,
+        "retry_schedule": None if sub.retry_schedule is None else list(sub.retry_schedule),
+        "rate_limit": sub.rate_limit,
+        "created_at": _iso(sub.created_at),
+        "updated_at": _iso(sub.updated_at),
+        "disabled_at": _iso(sub.disabled_at),
+        "disabled_reason": sub.disabled_reason or None,
     }
     if with_secret:
-        held = json.loads(record.get("secrets") or "[]")
-        view["secret"] = held[0]["secret"] if held else None
-        view["previous_secret_expires_at"] = iso_ms(int(held[1]["expires_at"])) if len(held) > 1 else None
+        held = sub.secrets
+        view["secret"] = held[0].secret if held else None
+        view["previous_secret_expires_at"] = iso_ms(held[1].expires_at) if len(held) > 1 else None
     return view
 
 
-async def _found(state: GatewayState, sub_id: str) -> dict[str, str]:
+async def _found(state: GatewayState, sub_id: str) -> Subscription:
     record = await state.deliveries.get_subscription(sub_id)
     if record is None:
         raise NotFound(f"no subscription with id {sub_id}")
-    return record
+    return Subscription.from_record(record)
 
 
 @router.post("", status_code=201)
@@ -128,12 +128,13 @@ async def create_subscription(request: Request, state: State, _: ApiKey) -> JSON
         retry_schedule=body.retry_schedule,
         rate_limit=body.rate_limit,
     )
+    sub = Subscription.from_record(record)
     content = {
         "api_id": new_api_id(),
         "message": "subscription created",
-        "subscription": subscription_view(record, with_secret=True),
+        "subscription": subscription_view(sub, with_secret=True),
     }
-    return JSONResponse(content, status_code=201, headers={"Location": f"/v1/subscriptions/{record['id']}"})
+    return JSONResponse(content, status_code=201, headers={"Location": f"/v1/subscriptions/{sub.id}"})
 
 
 @router.get("")
@@ -146,15 +147,14 @@ async def list_subscriptions(
     """Subscriptions, newest first (without their secrets)."""
     total, records = await state.deliveries.list_subscriptions(offset, limit)
     meta = page("/v1/subscriptions", limit, offset, total, {})
-    objects = [subscription_view(r, with_secret=False) for r in records]
+    objects = [subscription_view(Subscription.from_record(r), with_secret=False) for r in records]
     return {"api_id": new_api_id(), "message": "subscriptions listed", **meta, "objects": objects}
 
 
 @router.get("/{sub_id}")
 async def get_subscription(sub_id: str, state: State, _: ApiKey) -> dict[str, Any]:
     """One subscription, with its current signing secret."""
-    record = await _found(state, sub_id)
-    view = subscription_view(record, with_secret=True)
+    view = subscription_view(await _found(state, sub_id), with_secret=True)
     return {"api_id": new_api_id(), "message": "subscription found", "subscription": view}
 
 
@@ -197,7 +197,7 @@ async def bulk_replay(sub_id: str, request: Request, state: State, _: ApiKey) ->
         body = ReplayBody.model_validate(await json_body(request, state, optional=True))
     except ValidationError as exc:
         raise BadRequest(validation_message(exc)) from exc
-    if (await _found(state, sub_id)).get("status") == "disabled":
+    if (await _found(state, sub_id)).status == "disabled":
         raise enable_first(sub_id)
     cap = state.settings.GATEWAY_BULK_REPLAY_MAX
     query = DeliveryQuery(
