@@ -1,12 +1,16 @@
 """Everything the gateway keeps in Redis, and every script that changes more than one key.
 
 Every key, its type, TTL, writer and reader: ``gateway.store.keys`` (the map, and the only place
-key names are built).
+key names are built). The scripts are ``.lua`` files in ``lua/`` (the functions several share in
+``lua/lib/``), loaded and called with named arguments by ``gateway.store.scripts``. ``Store``
+(``gateway.store.core``) holds the receive path, ``DeliveryStore`` (``gateway.store.delivery``) the
+fan-out path, each put together from one module per concern; ``OpsStore`` (heartbeats, /metrics)
+and ``FrontDoorStore`` (API rate limits, proxy tokens) are small enough to be one each.
 
 What a pending request costs is most of Redis' memory, so its keys are compact (figures in
 docs/performance.md):
 
-* ``req:{api_id}`` has one-letter fields (``gateway.store.core.FIELDS``), and fields holding their
+* ``req:{api_id}`` has one-letter fields (``gateway.store.records.FIELDS``), and fields holding their
   default are absent: ``s`` status (absent: pending), ``m`` method (absent: POST), ``r`` resource,
   ``d`` metadata JSON, ``t`` targets JSON (a POST webhook is just its URL), ``a`` submitted_at ms,
   ``p`` traceparent; once finished also ``x`` the completing inbox entry, ``b`` its callback id,
@@ -22,9 +26,6 @@ docs/performance.md):
 * Due queues and ref buckets hold a UUID api_id as 17 bytes (NUL + the UUID's 16), any other
   api_id as it is.
 
-Records written before this layout (long field names, ``requests``, ``deadlines``, ``link:ref:``)
-are not read by it; there was no production data when it changed.
-
 Inbox entries have one field ``e``: the callback as JSON (``cb`` id, ``at`` ms, ``m`` method, ``q`` raw
 query, ``enc`` encoding, ``p`` params). A parked callback is that same JSON, so moving it back into
 the inbox is a plain XADD.
@@ -36,7 +37,8 @@ Flow and why it is safe against a crash between any two steps:
 2. ``correlate`` (worker): resolves the ckey to a request and either completes/links it or parks the
    callback, atomically. Re-running it for the same callback id is harmless (``result_cb``, field
    ``b``, records which callback completed a request; a replayed one reports ``replay``).
-3. ``emit`` (worker): ``SET evt NX`` and the delivery records, atomically. Event ids derive from
+3. ``emit_begin`` (worker): ``SET evt NX`` and the delivery records, atomically, with the start of
+   each first attempt. Event ids derive from
    the callback id, so a replay finds the event and only the not-yet-succeeded deliveries remain.
 4. Only after delivery (or scheduling of a retry) is the inbox entry XACK'd and XDEL'd. A worker that
    dies before that leaves it pending in the group; another worker claims it (XAUTOCLAIM).

@@ -16,22 +16,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from gateway.store import scripts
 from gateway.store.keys import Keys
-
-# A fixed window counter: one INCR per request, the window starts with the first request.
-# Atomic, so N processes together grant at most ``limit`` per window (tests/api/test_api_limits.py).
-# KEYS: counter. ARGV: limit, window_ms. Returns 0 when allowed, else ms until the window ends.
-_API_RATE = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-if n <= tonumber(ARGV[1]) then return 0 end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  ttl = tonumber(ARGV[2])
-end
-return ttl
-"""
 
 
 class FrontDoorStore:
@@ -39,11 +25,11 @@ class FrontDoorStore:
         self.redis = redis
         self.prefix = prefix
         self.keys = Keys(prefix)
-        self._api_rate = redis.register_script(_API_RATE)
+        self._api_rate = scripts.load(redis, "api_rate")
 
     async def api_rate(self, caller: str, limit: int, window_ms: int) -> int:
         """0 when ``caller`` may go ahead, else the milliseconds until its window ends."""
-        wait = await self._api_rate(keys=[self.keys.apirate(caller)], args=[limit, window_ms])
+        wait = await self._api_rate(counter=self.keys.apirate(caller), limit=limit, window_ms=window_ms)
         return int(wait)
 
     async def save_token(self, token_id: str, record: dict[str, str]) -> None:

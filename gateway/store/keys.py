@@ -113,6 +113,8 @@ string of ``LUA_NAMES[NAME]`` when it loads the script, so a fragment is spelt h
 
 from __future__ import annotations
 
+import hashlib
+
 from arq import constants as arq_constants
 
 # Key-name fragments, each the start of a key after the prefix (or the whole name).
@@ -162,6 +164,9 @@ ARQ_JOB = arq_constants.job_key_prefix
 ARQ_RESULT = arq_constants.result_key_prefix
 ARQ_JOB_TTL_MS = arq_constants.expires_extra_ms  # a job not started within a day of its run time expires
 
+REF_BUCKETS_HEX = 3  # 4,096 ref buckets per hour
+HOUR_MS = 3_600_000
+
 LOG_MAX = 100  # attempts kept per delivery in ``dlvlog:`` (the schedule has 10 by default; replays add more)
 
 # What ``{{NAME}}`` stands for in a ``.lua`` file (gateway.store.scripts).
@@ -203,6 +208,13 @@ LUA_NAMES: dict[str, str | int] = {
 }
 
 
+def ref_bucket(ref: str, at_ms: int) -> str:
+    """``refs:{hour}:{h}`` (unprefixed): ``h`` the first three hex digits of sha1(ref), as the
+    scripts' ``ref_lookup`` (lua/lib/ref_lookup.lua) computes it."""
+    digest = hashlib.sha1(ref.encode("utf-8"), usedforsecurity=False).hexdigest()
+    return f"{REFS}{at_ms // HOUR_MS}:{digest[:REF_BUCKETS_HEX]}"
+
+
 class Keys:
     """The key names under one prefix: ``keys.req(api_id)``, ``keys.inbox``, ..."""
 
@@ -236,12 +248,12 @@ class Keys:
     def requests(self, status: str) -> str:
         return self.prefix + REQUESTS + status
 
-    def due_queue(self, timeout_s: int | str) -> str:
+    def due_queue(self, timeout_s: int) -> str:
         return self.prefix + DUE_QUEUE + str(timeout_s)
 
-    def refs(self, bucket: str) -> str:
-        """``bucket``: ``{hour}:{h}`` (``gateway.store.records.ref_bucket``)."""
-        return self.prefix + REFS + bucket
+    def refs(self, ref: str, at_ms: int) -> str:
+        """The bucket keeping ``ref`` -> api_id for a request submitted at ``at_ms``."""
+        return self.prefix + ref_bucket(ref, at_ms)
 
     def dedup(self, cb_id: str) -> str:
         return self.prefix + DEDUP + cb_id

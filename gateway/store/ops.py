@@ -11,7 +11,7 @@ XLEN, XPENDING summary, ZCOUNT, TIME): a fixed number of them in two pipelined r
 the number of subscriptions, requests or deliveries; nothing is scanned.
 
 Breaker states are counted from ``breakers:open`` and ``breakers:half_open``, which the delivery
-scripts keep in the same step as the breaker (``gateway.store.delivery``): ZCOUNT from Redis's own
+scripts keep in the same step as the breaker (``gateway.store.admission``): ZCOUNT from Redis's own
 "now", as each entry is scored by when its breaker hash expires; closed is every other subscription.
 Reading each breaker would cost one command per subscription; a short-lived cache of that read would
 still scan once per TTL and be stale in between. The index is exact and costs a scrape two ZCOUNTs.
@@ -23,18 +23,12 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from gateway.infra.metrics import Gauges
-from gateway.store.core import INBOX_GROUP, now_ms
+from gateway.store import scripts
+from gateway.store.inbox import INBOX_GROUP
 from gateway.store.keys import Keys
+from gateway.store.records import now_ms
 
 BREAKER_STATES = ("open", "half_open")  # indexed; "closed" is the rest of the subscriptions
-
-# KEYS: workers. ARGV: member, now_ms, ttl_ms.
-_BEAT = """
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return redis.call('ZCARD', KEYS[1])
-"""
 
 
 class OpsStore:
@@ -42,11 +36,13 @@ class OpsStore:
         self.redis = redis
         self.prefix = prefix
         self.keys = Keys(prefix)
-        self._beat = redis.register_script(_BEAT)
+        self._beat = scripts.load(redis, "beat")
 
     async def beat(self, member: str, ttl_s: float, *, now: int | None = None) -> int:
         """Record a heartbeat of worker ``member``; returns how many workers are alive."""
-        alive = await self._beat(keys=[self.keys.workers], args=[member, now or now_ms(), int(ttl_s * 1000)])
+        alive = await self._beat(
+            workers=self.keys.workers, member=member, now=now or now_ms(), ttl_ms=int(ttl_s * 1000)
+        )
         return int(alive)
 
     async def leave(self, member: str) -> None:

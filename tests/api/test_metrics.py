@@ -8,9 +8,10 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from gateway.store.delivery import BreakerPolicy, DeliveryStore
+from gateway.store.delivery import BreakerPolicy
 from tests.conftest import Stack
 from tests.support.receiver import wait_until
+from tests.support.store import DeliveryStore
 
 CALL = {"from": "14155550100", "to": "14155550123", "answer_url": "https://example.com/a"}
 

@@ -18,7 +18,8 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.settings import Settings
-from gateway.store.delivery import AttemptLimits, AttemptRecord, BreakerPolicy, DeliveryQuery, DeliveryStore
+from gateway.store.delivery import AttemptLimits, AttemptRecord, BreakerPolicy, DeliveryQuery
+from tests.support.store import DeliveryStore
 from tooling.embedded_redis import EmbeddedRedis
 from workers.delivery import refused_wait_ms, run_begun
 

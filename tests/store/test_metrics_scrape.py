@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from gateway.store.delivery import BreakerPolicy, DeliveryStore
+from gateway.store.delivery import BreakerPolicy
 from gateway.store.ops import OpsStore
 from tests.api.test_metrics import samples, value
 from tests.conftest import Stack
+from tests.support.store import DeliveryStore
 from tooling.embedded_redis import EmbeddedRedis
 
 POLICY = BreakerPolicy(

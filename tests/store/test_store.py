@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from gateway.store import INBOX_GROUP, DeliveryStore, NewRequest, Store
+from gateway.store import INBOX_GROUP, NewRequest, Store
+from tests.support.store import DeliveryStore
 from tooling.embedded_redis import EmbeddedRedis
 
 

@@ -43,8 +43,8 @@ async def per_request(redis: Redis, url: str, count: int, metadata_bytes: int) -
     req_sizes = [await redis.memory_usage(KEYS.req(r.api_id)) or 0 for r in sample]
     usage: dict[str, float] = {"req_key_bytes": sum(req_sizes) / len(req_sizes)}
     for name, pattern in (
-        ("refs", KEYS.refs("*")),
-        ("due_queues", KEYS.due_queue("*")),
+        ("refs", KEYS.key("refs", "*")),
+        ("due_queues", KEYS.key("due", "*")),
         ("requests:pending", KEYS.requests("pending")),
     ):
         total = 0

@@ -1,0 +1,58 @@
+"""Correlation: a callback meets its request (lua/correlate.lua).
+
+The script resolves the callback's ckey to a request and either completes/links it or parks the
+callback, atomically. Re-running it for the same callback id is harmless (``result_cb``, field
+``b``, records which callback completed a request; a replayed one reports ``replay``).
+"""
+
+from __future__ import annotations
+
+import json
+
+from gateway.store.keys import Keys
+from gateway.store.records import Correlation, now_ms, unpack_targets
+from gateway.store.scripts import ScriptCall
+
+
+class CorrelationMixin:
+    keys: Keys
+    retention: int
+    grace: int
+    _correlate: ScriptCall
+
+    async def correlate(
+        self,
+        ckey: str,
+        cb_id: str,
+        entry_json: str,
+        *,
+        kind: str,
+        seq: str = "",
+        links: list[str] | None = None,
+        final: bool = False,
+        ref: str = "",
+    ) -> Correlation:
+        raw = await self._correlate(
+            p=self.keys.prefix,
+            ckey=ckey,
+            cb=cb_id,
+            entry=entry_json,
+            now=now_ms(),
+            grace=self.grace * 1000,
+            kind=kind,
+            seq=seq,
+            link_ttl=self.retention,
+            retention=self.retention,
+            final="1" if final else "0",
+            ref=ref,
+            links=links or [],
+        )
+        outcome, api_id, status, metadata, targets, resource = (str(x) for x in raw)
+        return Correlation(
+            outcome=outcome,
+            api_id=api_id,
+            previous_status=status,
+            metadata=json.loads(metadata) if metadata else {},
+            targets=unpack_targets(targets) if targets else [],
+            resource=resource,
+        )
