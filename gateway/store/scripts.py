@@ -48,6 +48,14 @@ _HEADER = re.compile(r"--!\s*(keys|args):(.*)")
 _INCLUDE = re.compile(r"--#include\s+(\S+)\s*$")
 _TEMPLATE = re.compile(r"\{\{([A-Z_]+)\}\}")
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
+# Lua keywords and the globals the scripts use: no argument may hide them.
+_LUA_RESERVED = frozenset(
+    re.findall(
+        r"\w+",
+        "and break do else elseif end false for function if in local nil not or repeat return then true "
+        "until while redis cjson tonumber tostring string math table unpack ipairs pairs select type next",
+    )
+)
 
 
 class _Absent:
@@ -101,7 +109,7 @@ def _signature(header: dict[str, list[str]], where: str) -> Signature:
             if rest and (kind == "keys" or not rest_in_keys or raw.startswith("...")):
                 raise ValueError(f"{where}: {rest!r} takes the rest; nothing may follow it")
             name = raw.removeprefix("...").removesuffix("?")
-            if not _NAME.fullmatch(name) or keyword.iskeyword(name) or name == "client":
+            if not _NAME.fullmatch(name) or keyword.iskeyword(name) or name in _LUA_RESERVED | {"client"}:
                 raise ValueError(f"{where}: {raw!r} cannot be an argument name")
             if raw.startswith("..."):
                 rest, rest_in_keys = name, kind == "keys"
