@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from gateway.infra.redis_batch import read_only_call
 from gateway.store.keys import LUA_NAMES
@@ -173,37 +174,47 @@ def _included(lines: list[str], seen: set[str]) -> list[str]:
     return out
 
 
-def _binder(source: Source) -> Callable[..., tuple[list[Any], list[Any]]]:
-    """``bind(*, <names>)`` -> (keys, args), generated from the signature (as ``dataclasses``
-    generates ``__init__``): keyword-only parameters make Python check the names."""
+def _function(source: Source, script: AsyncScript, read_only: bool) -> ScriptCall:
+    """``name(*, <names>[, client])``, generated from the signature (as ``dataclasses`` generates
+    ``__init__``): keyword-only parameters make Python check the names, and a call costs one
+    binding of its arguments, as building the two lists by hand did."""
     sig = source.signature
     params = [*sig.keys, *sig.args, *(f"{n}=ABSENT" for n in sig.optional)]
     if sig.rest:
         params.append(sig.rest)
-    keys = ", ".join(sig.keys)
-    args = ", ".join(sig.args)
-    lines = [f"def bind(*, {', '.join(params)}):"]
-    if sig.rest and sig.rest_in_keys:
-        lines.append(f"    return [{keys}{', ' if keys else ''}*{sig.rest}], [{args}]")
-    elif sig.rest:
-        lines.append(f"    return [{keys}], [{args}{', ' if args else ''}*{sig.rest}]")
-    elif sig.optional:
-        lines.append(f"    return [{keys}], [{args}] + _given(({', '.join(sig.optional)},))")
+    if not read_only:
+        params.append("client=None")
+    keys, args = list(sig.keys), list(sig.args)
+    if sig.rest:
+        (keys if sig.rest_in_keys else args).append("*" + sig.rest)
+    body = []
+    if sig.optional:
+        body.append(f"    args = [{', '.join(args)}] + _given(({', '.join(sig.optional)},))")
     else:
-        lines.append(f"    return [{keys}], [{args}]")
-    namespace: dict[str, Any] = {"ABSENT": ABSENT, "_given": _given}
-    exec("\n".join(lines), namespace)  # noqa: S102 (code built from validated names only)
-    bind: Callable[..., tuple[list[Any], list[Any]]] = namespace["bind"]
-    bind.__qualname__ = bind.__name__ = f"{source.name}_arguments"
-    return bind
+        body.append(f"    args = [{', '.join(args)}]")
+    if read_only:
+        body.append(f"    return _read_only_call(_script, [{', '.join(keys)}], args)")
+    else:
+        body.append(f"    return _script(keys=[{', '.join(keys)}], args=args, client=client)")
+    code = "\n".join([f"def call(*, {', '.join(params)}):", *body])
+    namespace: dict[str, Any] = {
+        "ABSENT": ABSENT,
+        "_given": _given,
+        "_script": script,
+        "_read_only_call": read_only_call,
+    }
+    exec(code, namespace)  # noqa: S102 (code built from validated names only)
+    call: ScriptCall = namespace["call"]
+    call.__name__ = call.__qualname__ = source.name
+    return call
 
 
 def _given(optional: tuple[Any, ...]) -> list[Any]:
     """The optional arguments given: a prefix of them, none after one left out."""
-    n = 0
-    while n < len(optional) and optional[n] is not ABSENT:
-        n += 1
-    if any(v is not ABSENT for v in optional[n:]):
+    if ABSENT not in optional:
+        return list(optional)
+    n = optional.index(ABSENT)
+    if optional.count(ABSENT) != len(optional) - n:
         raise TypeError("an optional script argument was given after one left out")
     return list(optional[:n])
 
@@ -211,19 +222,4 @@ def _given(optional: tuple[Any, ...]) -> list[Any]:
 def load(redis: Redis, name: str, *, read_only: bool = False, directory: Path = LUA_DIR) -> ScriptCall:
     """Register script ``name`` on ``redis``; returns it as a function of its named arguments."""
     source = read(name, directory)
-    script = redis.register_script(source.text)
-    bind = _binder(source)
-
-    if read_only:
-
-        def call_shared(**named: Any) -> Awaitable[Any]:
-            keys, args = bind(**named)
-            return read_only_call(script, keys, args)
-
-        return call_shared
-
-    def call(client: Redis | None = None, **named: Any) -> Awaitable[Any]:
-        keys, args = bind(**named)
-        return script(keys=keys, args=args, client=client)
-
-    return call
+    return _function(source, redis.register_script(source.text), read_only)
