@@ -48,3 +48,28 @@ def test_the_cycle_finder_finds_a_cycle(tmp_path: Path, monkeypatch: object) -> 
     finally:
         sys.path.remove(str(tmp_path))
     assert _cycles(graph) == [["cyclic.a", "cyclic.b", "cyclic.a"], ["cyclic.b", "cyclic.a", "cyclic.b"]]
+
+
+MAX_MODULE_LINES = 500
+
+
+def oversized(root: Path, packages: tuple[str, ...], limit: int = MAX_MODULE_LINES) -> list[str]:
+    """``path: lines`` of every module under ``packages`` longer than ``limit`` lines, longest first."""
+    counts = [
+        (len(path.read_text(encoding="utf-8").splitlines()), path.relative_to(root).as_posix())
+        for package in packages
+        for path in (root / package).rglob("*.py")
+    ]
+    return [f"{name}: {n}" for n, name in sorted(counts, key=lambda c: (-c[0], c[1])) if n > limit]
+
+
+def test_no_runtime_module_is_over_500_lines() -> None:
+    too_long = oversized(ROOT, ("gateway", "workers"))
+    assert not too_long, f"over {MAX_MODULE_LINES} lines (split along a seam): " + ", ".join(too_long)
+
+
+def test_the_size_check_finds_a_long_module(tmp_path: Path) -> None:
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "short.py").write_text("x = 1\n" * 500)
+    (tmp_path / "pkg" / "sub" / "long.py").write_text("x = 1\n" * 510)
+    assert oversized(tmp_path, ("pkg",)) == ["pkg/sub/long.py: 510"]
