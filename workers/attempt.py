@@ -29,7 +29,7 @@ from gateway.domain.subscriptions import Subscription
 from gateway.domain.targets import QueueTarget, RelayTarget, SubscriptionTarget, Target, WebhookTarget
 from gateway.infra import tracing
 from gateway.services.netguard import ExchangeError
-from gateway.store.delivery import OPERATOR_EVENT_JOB, AttemptRecord
+from gateway.store.delivery import OPERATOR_EVENT_JOB, AttemptLog, AttemptRecord
 from workers import relay
 from workers.context import WorkerContext
 from workers.retry import Outcome, classify_status, next_delay, parse_retry_after
@@ -168,7 +168,7 @@ def queue_job(job: Job) -> tuple[str, str, bytes] | None:
 # --- record -------------------------------------------------------------------------------------
 
 
-def _log_entry(job: Job, result: Attempt, at: int) -> dict[str, str | int | float | None]:
+def _log_entry(job: Job, result: Attempt, at: int) -> AttemptLog:
     return {
         "attempt": job.attempt,
         "cycle": job.cycle,

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from gateway.domain.events import Event
+from gateway.domain.events import Event, EventJson
 from gateway.domain.outcomes import Ack, BeginState
 from gateway.domain.targets import SubscriptionTarget, Target
 from gateway.infra import logs
@@ -75,12 +75,11 @@ async def fan_out(
         if subscriptions is None:
             subscriptions = await ctx.deliveries.matching_subscriptions(event.type)
         deliveries = deliveries_for(event, request_targets, subscriptions)
-    # The store takes JSON objects (it writes them): converted here, once per event and target.
-    stored = event.to_json()
-    event_json = encode_event(stored)
+    # Encoded once: what the store writes and every webhook of this event sends.
+    event_json = encode_event(event.to_json())
     _, _, begun = await ctx.deliveries.emit_and_begin(
-        stored,
-        [(dlv_id, target.to_json()) for dlv_id, target in deliveries],
+        event,
+        deliveries,
         attempt_limits(ctx),
         now=ctx.clock(),
         event_json=event_json,
@@ -114,7 +113,7 @@ async def _first_attempt_failed(ctx: WorkerContext, dlv_id: str, error: BaseExce
     await ctx.deliveries.defer(dlv_id, 0, 1, now + FIRST_ATTEMPT_RETRY_MS, now=now)
 
 
-async def operator_event_job(ctx: JobContext, event: dict[str, Any]) -> None:
+async def operator_event_job(ctx: JobContext, event: EventJson) -> None:
     """arq job: fan out an operator event (``subscription.disabled``, its JSON object) to who
     subscribed to it."""
     wctx: WorkerContext = ctx["gw"]

@@ -7,6 +7,7 @@ import math
 
 from gateway.api.state import GatewayState
 from gateway.domain.errors import BadRequest
+from gateway.store.delivery import DeliveryRecord
 
 MAX_UNIX_S = 253402300799  # 9999-12-31T23:59:59Z
 
@@ -32,13 +33,13 @@ def time_ms(name: str, value: str | None) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
-async def disabled_subscription(state: GatewayState, record: dict[str, str]) -> str | None:
+async def disabled_subscription(state: GatewayState, record: DeliveryRecord) -> str | None:
     """The id of the delivery's subscription if it is disabled (a retry would fail at once)."""
     sub_id = record.get("sub")
     if not sub_id:
         return None
     sub = await state.deliveries.get_subscription(sub_id)
-    return sub_id if sub is not None and sub.get("status") == "disabled" else None
+    return sub_id if sub is not None and sub.status == "disabled" else None
 
 
 def enable_first(sub_id: str) -> BadRequest:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 
 def iso_ms(ms: int) -> str:
@@ -30,6 +29,19 @@ def timeout_event_id(api_id: str) -> str:
     """A request times out at most once, so its timeout event id derives from the api_id."""
     digest = hashlib.sha256(f"timeout|{api_id}".encode()).hexdigest()[:32]
     return f"evt_{digest}"
+
+
+class EventJson(TypedDict):
+    """An event as stored (``evt:{id}``), sent to webhooks and passed to queue targets' jobs: the
+    JSON of ``Event.to_json``, keys in this order."""
+
+    id: str
+    type: str
+    created_at: str
+    api_id: str | None
+    metadata: dict[str, Any]  # the request's metadata, as the user gave it (JSON)
+    data: Any
+    traceparent: NotRequired[str]
 
 
 @dataclass(slots=True)  # not frozen: the consumer sets ``traceparent``, and one is built per event
@@ -59,7 +71,7 @@ class Event:
         return cls(event_id, event_type, iso_ms(created_ms), api_id, metadata, data)
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> Event:
+    def from_json(cls, raw: EventJson) -> Event:
         traceparent = raw.get("traceparent")
         return cls(
             str(raw["id"]),
@@ -71,8 +83,8 @@ class Event:
             None if traceparent is None else str(traceparent),
         )
 
-    def to_json(self) -> dict[str, Any]:
-        out = {
+    def to_json(self) -> EventJson:
+        out: EventJson = {
             "id": self.id,
             "type": self.type,
             "created_at": self.created_at,

@@ -16,9 +16,9 @@ scored by that expiry, stops counting at the same moment without anyone removing
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from redis.asyncio import Redis
+from redis.typing import EncodableT
 
 from gateway.store.keys import Keys
 
@@ -39,7 +39,7 @@ class BreakerPolicy:
     disable_after_ms: int
 
 
-def settle_args(ok: bool, gone: bool, policy: BreakerPolicy) -> dict[str, Any]:
+def settle_args(ok: bool, gone: bool, policy: BreakerPolicy) -> dict[str, EncodableT]:
     """The named arguments of ``settle`` (lua/lib/settle.lua) after its slot token and clock."""
     return {
         "ok": "1" if ok else "0",

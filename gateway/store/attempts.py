@@ -17,12 +17,18 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.typing import EncodableT
+
+from gateway.domain.events import Event
+from gateway.domain.outcomes import Ack, BeginState, DeliveryStatus
+from gateway.domain.targets import SubscriptionTarget, Target
 from gateway.store.admission import BreakerPolicy, settle_args
 from gateway.store.arqjobs import deliver_payload
-from gateway.store.events import to_json
+from gateway.store.events import AttemptLog, encode_event, to_json
 from gateway.store.keys import Keys
 from gateway.store.records import now_ms
 from gateway.store.scripts import ScriptCall
@@ -39,6 +45,10 @@ class AttemptLimits:
     concurrency_wait_ms: int
 
 
+# ``begin``'s first value: a ``BeginState``, or the status of a delivery that is not pending.
+_STATES: dict[str, BeginState | DeliveryStatus] = {s.value: s for s in (*BeginState, *DeliveryStatus)}
+
+
 @dataclass(slots=True)  # not frozen: one per attempt, and frozen dataclasses are slow to build
 class Begun:
     """The answer of ``begin``. ``state`` is ``go`` (the lease, and a subscription's admission, are
@@ -46,7 +56,7 @@ class Begun:
     (someone else is attempting it), ``refused`` (admission: ``reason``, ``wait_ms``), or why
     nothing is due: the delivery's status, ``missing`` or ``stale``."""
 
-    state: str
+    state: BeginState | DeliveryStatus
     cycle: int = 0
     attempts: int = 0
     target: str = ""
@@ -61,14 +71,14 @@ class Begun:
 
     @classmethod
     def parse(cls, raw: list[Any], token: str) -> Begun:
-        state = str(raw[0])
+        state = _STATES[str(raw[0])]
         if len(raw) == 1:
             return cls(state)
         cycle, attempts = int(raw[1]), int(raw[2])
-        if state == "go":
+        if state is BeginState.GO:
             target, url, held, schedule, admission, event = (str(v) for v in raw[3:9])
             return cls(state, cycle, attempts, target, url, held, schedule, admission, 0, token, event)
-        if state == "refused":
+        if state is BeginState.REFUSED:
             return cls(state, cycle, attempts, reason=str(raw[3]), wait_ms=int(raw[4]), deferrals=int(raw[5]))
         return cls(state, cycle, attempts, reason=str(raw[3]) if len(raw) > 3 else "")
 
@@ -77,11 +87,11 @@ class Begun:
 class AttemptRecord:
     """What ``finish`` records about one attempt."""
 
-    status: str  # succeeded | failed | pending (to be retried at ``retry_at``)
+    status: DeliveryStatus  # pending: to be retried at ``retry_at``
     attempts: int
     code: int | None
     error: str
-    log_entry: dict[str, Any] | None = None
+    log_entry: AttemptLog | None = None
     retry_at: int | None = None
 
 
@@ -143,7 +153,7 @@ _BEGIN_NAMES = (
 )
 
 
-def record_args(dlv_id: str, cycle: int | None, o: AttemptRecord, now: int) -> dict[str, Any]:
+def record_args(dlv_id: str, cycle: int | None, o: AttemptRecord, now: int) -> dict[str, EncodableT]:
     """The named arguments of lua/lib/record.lua after the prefix, retention and queue."""
     job_id, payload = "", b""
     if o.retry_at is not None:
@@ -178,8 +188,8 @@ class AttemptsMixin:
 
     async def emit_and_begin(
         self,
-        event: dict[str, Any],
-        deliveries: list[tuple[str, dict[str, Any]]],
+        event: Event,
+        deliveries: Sequence[tuple[str, Target]],
         limits: AttemptLimits,
         *,
         now: int,
@@ -191,18 +201,19 @@ class AttemptsMixin:
         has it already."""
         rest: list[str | int | float] = []
         for dlv_id, target in deliveries:
-            rest += [dlv_id, to_json(target), str(target.get("subscription") or "")]
+            sub = target.subscription if isinstance(target, SubscriptionTarget) else ""
+            rest += [dlv_id, to_json(target.to_json()), sub]
         tokens = [new_token() for _ in deliveries]
         for (dlv_id, _), token in zip(deliveries, tokens, strict=True):
             rest += begin_args(dlv_id, 0, 1, token, limits, now)
         created, states, begun = await self._emit_begin(
             p=self.keys.prefix,
-            event_id=str(event["id"]),
-            event_json=event_json or to_json(event),
+            event_id=event.id,
+            event_json=event_json or encode_event(event.to_json()),
             retention=self.retention,
             now=now or now_ms(),
-            api_id=str(event.get("api_id") or ""),
-            event_type=str(event.get("type") or ""),
+            api_id=event.api_id or "",
+            event_type=event.type,
             n=len(deliveries),
             rest=rest,
         )
@@ -236,7 +247,7 @@ class AttemptsMixin:
         breaker: BreakerPolicy | None = None,
         ok: bool = False,
         gone: bool = False,
-        ack: tuple[str, str, str] | None = None,
+        ack: Ack | None = None,
         enqueue: tuple[str, str, bytes] | None = None,
         on_disable: tuple[str, str, bytes] | None = None,
         now: int,
@@ -283,11 +294,11 @@ class AttemptsMixin:
         dlv_id: str,
         *,
         cycle: int | None,
-        status: str,
+        status: DeliveryStatus,
         attempts: int,
         code: int | None,
         error: str,
-        log_entry: dict[str, Any] | None = None,
+        log_entry: AttemptLog | None = None,
         retry_at: int | None = None,
         now: int | None = None,
     ) -> str:

@@ -21,7 +21,7 @@ from gateway.store import scripts
 from gateway.store.admission import Admission, AdmissionMixin, BreakerPolicy
 from gateway.store.arqjobs import ARQ_JOB_TTL_MS, DELIVER_JOB, OPERATOR_EVENT_JOB, deliver_payload
 from gateway.store.attempts import AttemptLimits, AttemptRecord, AttemptsMixin, Begun
-from gateway.store.events import DeliveryQuery, EventsMixin, encode_event
+from gateway.store.events import AttemptLog, DeliveryQuery, DeliveryRecord, EventsMixin, encode_event
 from gateway.store.keys import LOG_MAX, Keys
 from gateway.store.subscriptions import SubscriptionsMixin
 
@@ -32,10 +32,12 @@ __all__ = [
     "OPERATOR_EVENT_JOB",
     "Admission",
     "AttemptLimits",
+    "AttemptLog",
     "AttemptRecord",
     "Begun",
     "BreakerPolicy",
     "DeliveryQuery",
+    "DeliveryRecord",
     "DeliveryStore",
     "deliver_payload",
     "encode_event",

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from redis.asyncio import Redis
 
+from gateway.domain.events import EventJson
 from gateway.store.arqjobs import deliver_payload
 from gateway.store.keys import Keys
 from gateway.store.records import now_ms
@@ -35,7 +36,40 @@ class DeliveryQuery:
     limit: int = 20
 
 
-def encode_event(event: dict[str, Any]) -> str:
+class DeliveryRecord(TypedDict, total=False):
+    """A delivery's record (``dlv:{id}``, a hash: every value a string, as Redis keeps it)."""
+
+    id: str
+    event_id: str
+    event_type: str
+    target: str  # the target's JSON (``Target.to_json``)
+    sub: str  # its subscription's id, "" for a request's own target
+    status: str  # pending | succeeded | failed (``DeliveryStatus``)
+    cycle: str  # 0, then +1 for each manual retry or replay
+    attempts: str  # attempts made in this cycle
+    deferrals: str  # attempts put off without being counted (admission refused)
+    created_at: str  # epoch ms
+    updated_at: str
+    last_attempt_at: str
+    last_code: str  # the last answer's HTTP status, "" without one
+    last_error: str
+    next_attempt_at: str  # epoch ms, "" when nothing is scheduled
+
+
+class AttemptLog(TypedDict):
+    """One attempt in a delivery's log (``dlvlog:{id}``, JSON): what the deliveries API shows."""
+
+    attempt: int
+    cycle: int
+    at: str  # ISO 8601 UTC with milliseconds
+    outcome: str  # workers.retry.Outcome's value
+    status_code: int | None
+    duration_ms: float
+    error: str
+    response: str  # the answer's body, up to GATEWAY_MAX_RESPONSE_BYTES
+
+
+def encode_event(event: EventJson) -> str:
     """An event as stored and as sent in a webhook body: compact JSON, UTF-8 kept as is."""
     return to_json(event)
 
@@ -74,18 +108,18 @@ class EventsMixin:
                 return result
         return -1  # someone else keeps re-arming it: it is pending now
 
-    async def get_delivery(self, delivery_id: str) -> dict[str, str]:
-        data: dict[str, str] = await self.redis.hgetall(self.keys.dlv(delivery_id))  # type: ignore[misc]
+    async def get_delivery(self, delivery_id: str) -> DeliveryRecord:
+        data: DeliveryRecord = await self.redis.hgetall(self.keys.dlv(delivery_id))  # type: ignore[misc]
         return data
 
-    async def get_deliveries(self, ids: list[str]) -> list[tuple[dict[str, str], list[dict[str, Any]]]]:
+    async def get_deliveries(self, ids: list[str]) -> list[tuple[DeliveryRecord, list[AttemptLog]]]:
         """Records and attempt logs of ``ids`` (missing ones skipped), in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for dlv_id in ids:
                 pipe.hgetall(self.keys.dlv(dlv_id))
                 pipe.lrange(self.keys.dlvlog(dlv_id), 0, -1)
             raw = await pipe.execute()
-        out = []
+        out: list[tuple[DeliveryRecord, list[AttemptLog]]] = []
         for record, log in zip(raw[::2], raw[1::2], strict=True):
             if record:
                 out.append((record, [json.loads(entry) for entry in log]))
@@ -123,6 +157,7 @@ class EventsMixin:
         members: set[str] = await self.redis.smembers(self.keys.evtdlv(event_id))  # type: ignore[misc]
         return sorted(members)
 
-    async def get_event(self, event_id: str) -> dict[str, Any] | None:
+    async def get_event(self, event_id: str) -> EventJson | None:
         raw = await self.redis.get(self.keys.evt(event_id))
-        return json.loads(raw) if raw else None
+        event: EventJson | None = json.loads(raw) if raw else None
+        return event

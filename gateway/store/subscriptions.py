@@ -14,6 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from gateway.domain.signing import new_webhook_secret
+from gateway.domain.subscriptions import Subscription
 from gateway.store.events import to_json
 from gateway.store.keys import Keys
 from gateway.store.records import now_ms
@@ -44,7 +45,7 @@ class SubscriptionsMixin:
         retry_schedule: list[float] | None,
         rate_limit: float | None,
         now: int | None = None,
-    ) -> dict[str, str]:
+    ) -> Subscription:
         sub_id = "sub_" + secrets.token_hex(12)
         at = now or now_ms()
         fields: dict[str, str | int] = {
@@ -63,13 +64,13 @@ class SubscriptionsMixin:
         await self._sub_create(
             p=self.keys.prefix, id=sub_id, now=at, event_types=to_json(event_types), fields=flat
         )
-        return {k: str(v) for k, v in fields.items()}
+        return Subscription.from_record({k: str(v) for k, v in fields.items()})
 
-    async def get_subscription(self, sub_id: str) -> dict[str, str] | None:
+    async def get_subscription(self, sub_id: str) -> Subscription | None:
         data: dict[str, str] = await self.redis.hgetall(self.keys.sub(sub_id))  # type: ignore[misc]
-        return data or None
+        return Subscription.from_record(data) if data else None
 
-    async def list_subscriptions(self, offset: int, limit: int) -> tuple[int, list[dict[str, str]]]:
+    async def list_subscriptions(self, offset: int, limit: int) -> tuple[int, list[Subscription]]:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(self.keys.subs)
             pipe.zrevrange(self.keys.subs, offset, offset + limit - 1)
@@ -78,7 +79,7 @@ class SubscriptionsMixin:
             for sub_id in ids:
                 pipe.hgetall(self.keys.sub(sub_id))
             records = await pipe.execute()
-        return int(total), [r for r in records if r]
+        return int(total), [Subscription.from_record(r) for r in records if r]
 
     async def delete_subscription(self, sub_id: str) -> bool:
         return bool(await self._sub_delete(p=self.keys.prefix, id=sub_id, retention=self.retention))

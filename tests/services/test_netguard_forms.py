@@ -179,7 +179,7 @@ async def test_worker_refuses_a_stored_numeric_target_and_nothing_arrives(
     async def check() -> bool:
         got = await stack.client.get(
             stack.gateway.url + "/v1/deliveries",
-            params={"subscription_id": sub["id"], "status": "failed"},
+            params={"subscription_id": sub.id, "status": "failed"},
             headers=stack.auth,
         )
         failed[:] = got.json()["objects"]

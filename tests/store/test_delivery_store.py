@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from gateway.domain.events import Event
+from gateway.domain.targets import WebhookTarget
 from gateway.settings import Settings
 from gateway.store.delivery import AttemptLimits, AttemptRecord, BreakerPolicy, DeliveryQuery
 from tests.support.store import DeliveryStore
@@ -43,10 +45,10 @@ async def clients(redis_server: EmbeddedRedis) -> AsyncIterator[list[Redis]]:
 
 
 async def new_sub(dstore: DeliveryStore, types: list[str] | None = None) -> str:
-    record = await dstore.create_subscription(
+    sub = await dstore.create_subscription(
         url="http://h/x", event_types=types or ["*"], description="", retry_schedule=None, rate_limit=None
     )
-    return record["id"]
+    return sub.id
 
 
 async def admit(d: DeliveryStore, sub: str, now: int, **kw: Any) -> Any:
@@ -127,8 +129,8 @@ async def test_failing_for_too_long_disables_once(dstore: DeliveryStore, redis: 
     assert (
         await dstore.settle(sub, token, ok=False, gone=False, policy=POLICY, now=T0 + 100_000) == "disabled"
     )
-    record = await dstore.get_subscription(sub)
-    assert record is not None and record["status"] == "disabled"
+    found = await dstore.get_subscription(sub)
+    assert found is not None and found.status == "disabled"
     assert await dstore.matching_subscriptions("request.completed") == []
     ops = await redis.xrange(dstore.key("ops"))
     assert [e[1]["subscription"] for e in ops] == [sub]
@@ -283,8 +285,8 @@ async def test_finish_acknowledges_the_inbox_entry_with_the_record(
 
 
 async def test_emit_and_begin_starts_only_first_attempts(dstore: DeliveryStore) -> None:
-    event = {"id": "evt_once", "type": "request.completed", "api_id": "a1"}
-    targets = [(f"dlv_{i}", {"type": "webhook", "url": "http://h/x"}) for i in range(2)]
+    event = Event.new("evt_once", "request.completed", T0, "a1", {}, None)
+    targets = [(f"dlv_{i}", WebhookTarget("http://h/x")) for i in range(2)]
     created, states, begun = await dstore.emit_and_begin(event, targets, LIMITS, now=T0)
     assert created and states == ["pending", "pending"] and [b.state for b in begun] == ["go", "go"]
     await dstore.finish("dlv_0", begun[0], succeeded(), now=T0)
@@ -357,8 +359,9 @@ async def test_enable_brings_a_disabled_subscription_back_in_one_step(
     assert await dstore.matching_subscriptions("request.completed") == []
     assert await dstore.enable_subscription(sub, now=T0 + 1) == 1
     assert await dstore.matching_subscriptions("request.completed") == [(sub, "http://h/x")]
-    record = await dstore.get_subscription(sub)
-    assert record is not None and record["status"] == "active"
+    found = await dstore.get_subscription(sub)
+    assert found is not None and found.status == "active"
+    record = await redis.hgetall(dstore.key("sub", sub))
     assert "disabled_reason" not in record and "failing_since" not in record
     assert await dstore.breaker_state(sub) == "closed"
     assert await dstore.enable_subscription(sub) == -1

@@ -46,10 +46,10 @@ async def scrape_cost(ops: OpsStore, redis: Redis) -> int:
 
 async def add_subs(dstore: DeliveryStore, n: int) -> list[str]:
     async def one() -> str:
-        record = await dstore.create_subscription(
+        sub = await dstore.create_subscription(
             url="http://h/x", event_types=["*"], description="", retry_schedule=None, rate_limit=None
         )
-        return record["id"]
+        return sub.id
 
     ids: list[str] = []
     for start in range(0, n, 200):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
@@ -13,7 +13,7 @@ from gateway.api.deps import ApiKey, State
 from gateway.api.pagination import page
 from gateway.domain.errors import BadRequest, NotFound, new_api_id
 from gateway.domain.events import iso_ms
-from gateway.store.delivery import DeliveryQuery
+from gateway.store.delivery import AttemptLog, DeliveryQuery, DeliveryRecord
 
 router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
 events_router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -29,8 +29,27 @@ def _code(value: str | None) -> int | None:
     return int(value) if value else None
 
 
-def delivery_view(record: dict[str, str], log: list[dict[str, Any]]) -> dict[str, Any]:
-    target = json.loads(record.get("target") or "{}")
+class DeliveryView(TypedDict):
+    """A delivery as the deliveries API shows it."""
+
+    id: str | None
+    event_id: str | None
+    event_type: str | None
+    subscription_id: str | None
+    target: dict[str, str]  # its JSON (``Target.to_json``), without the subscription's id
+    status: str
+    attempt_count: int
+    replays: int
+    last_status_code: int | None
+    last_error: str | None
+    created_at: str | None
+    updated_at: str | None
+    next_attempt_at: str | None
+    attempts: list[AttemptLog]
+
+
+def delivery_view(record: DeliveryRecord, log: list[AttemptLog]) -> DeliveryView:
+    target: dict[str, str] = json.loads(record.get("target") or "{}")
     target.pop("subscription", None)
     status = record.get("status", "pending")
     return {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired, TypedDict
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -77,8 +77,27 @@ def _iso(ms: int | None) -> str | None:
     return None if ms is None else iso_ms(ms)
 
 
-def subscription_view(sub: Subscription, *, with_secret: bool) -> dict[str, Any]:
-    view: dict[str, Any] = {
+class SubscriptionView(TypedDict):
+    """A subscription as the API shows it; ``secret`` and when the previous one stops signing
+    only where its secret is shown."""
+
+    id: str
+    url: str
+    event_types: list[str]
+    description: str
+    status: str
+    retry_schedule: list[float] | None
+    rate_limit: float | None
+    created_at: str | None
+    updated_at: str | None
+    disabled_at: str | None
+    disabled_reason: str | None
+    secret: NotRequired[str | None]
+    previous_secret_expires_at: NotRequired[str | None]
+
+
+def subscription_view(sub: Subscription, *, with_secret: bool) -> SubscriptionView:
+    view: SubscriptionView = {
         "id": sub.id,
         "url": sub.url,
         "event_types": list(sub.event_types),
@@ -99,10 +118,10 @@ def subscription_view(sub: Subscription, *, with_secret: bool) -> dict[str, Any]
 
 
 async def _found(state: GatewayState, sub_id: str) -> Subscription:
-    record = await state.deliveries.get_subscription(sub_id)
-    if record is None:
+    sub = await state.deliveries.get_subscription(sub_id)
+    if sub is None:
         raise NotFound(f"no subscription with id {sub_id}")
-    return Subscription.from_record(record)
+    return sub
 
 
 @router.post("", status_code=201)
@@ -121,14 +140,13 @@ async def create_subscription(request: Request, state: State, _: ApiKey) -> JSON
     why = https_refusal(settings, body.url) or why
     if why:
         raise BadRequest(f"url: {why}")
-    record = await state.deliveries.create_subscription(
+    sub = await state.deliveries.create_subscription(
         url=body.url,
         event_types=body.event_types,
         description=body.description,
         retry_schedule=body.retry_schedule,
         rate_limit=body.rate_limit,
     )
-    sub = Subscription.from_record(record)
     content = {
         "api_id": new_api_id(),
         "message": "subscription created",
@@ -145,9 +163,9 @@ async def list_subscriptions(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     """Subscriptions, newest first (without their secrets)."""
-    total, records = await state.deliveries.list_subscriptions(offset, limit)
+    total, subs = await state.deliveries.list_subscriptions(offset, limit)
     meta = page("/v1/subscriptions", limit, offset, total, {})
-    objects = [subscription_view(Subscription.from_record(r), with_secret=False) for r in records]
+    objects = [subscription_view(sub, with_secret=False) for sub in subs]
     return {"api_id": new_api_id(), "message": "subscriptions listed", **meta, "objects": objects}
 
 
