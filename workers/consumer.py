@@ -16,11 +16,10 @@ import json
 import os
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from gateway.domain.callbacks import classify, parse_form
+from gateway.domain.callbacks import InboxEntry, classify, parse_form
 from gateway.domain.events import Event, event_id_for, timeout_event_id
 from gateway.domain.outcomes import Ack, CorrelationOutcome
 from gateway.domain.targets import targets_from_json
@@ -43,7 +42,7 @@ async def handle_entry(ctx: WorkerContext, raw: str, *, final: bool = False, ack
 
     ``ack``: the entry may be acknowledged in the same script as its only delivery's record.
     Returns True when it was; the caller acknowledges it otherwise."""
-    entry: dict[str, Any] = json.loads(raw)  # the receiver's JSON (gateway.api.routes.receiver)
+    entry: InboxEntry = json.loads(raw)  # the receiver's JSON (gateway.api.routes.receiver)
     if entry.get("t") == "timeout":
         return await _timed_out(ctx, str(entry["api_id"]), int(entry["at"]), ack)
     cb_id = str(entry["cb"])
@@ -60,7 +59,7 @@ async def handle_entry(ctx: WorkerContext, raw: str, *, final: bool = False, ack
         )
     finally:
         subscriptions = await matching  # queued already: never left unawaited
-    outcome = CorrelationOutcome(corr.outcome)
+    outcome = corr.outcome
     metrics.child(metrics.CALLBACKS, outcome).inc()
     log.info("correlated", cb=cb_id, ckey=c.ckey, outcome=outcome, api_id=corr.api_id or None)
     if outcome is CorrelationOutcome.PARKED:
@@ -73,18 +72,21 @@ async def handle_entry(ctx: WorkerContext, raw: str, *, final: bool = False, ack
         # A stale status update is recorded with the request but not fanned out as current state.
         # Storing the event also wakes whoever waits on the request (?wait=, SSE).
         deliver = outcome is not CorrelationOutcome.STALE
-        targets = targets_from_json(corr.targets)
-        return await fan_out(ctx, event, targets, deliver=deliver, subscriptions=subscriptions, ack=ack)
+        return await fan_out(ctx, event, corr.targets, deliver=deliver, subscriptions=subscriptions, ack=ack)
 
 
-async def _unparsed(ctx: WorkerContext, cb_id: str, raw: str, entry: dict[str, Any], ack: Ack | None) -> bool:
+async def _unparsed(ctx: WorkerContext, cb_id: str, raw: str, entry: InboxEntry, ack: Ack | None) -> bool:
     """A signed callback whose payload did not parse (kept raw by the receiver): nothing can
     correlate it, so it is unmatched at once, listed with the unmatched callbacks, and its event
     carries the payload as it came and why it did not parse."""
     corr = await ctx.store.correlate(f"none:{cb_id}", cb_id, raw, kind="unknown", final=True)
     metrics.child(metrics.CALLBACKS, corr.outcome).inc()
     log.warning("callback_unparsed", cb=cb_id, error=entry["perr"])
-    data: dict[str, Any] = {k: entry[k] for k in ("raw", "raw_b64") if k in entry}
+    data: dict[str, str] = {}
+    if "raw" in entry:
+        data["raw"] = entry["raw"]
+    if "raw_b64" in entry:
+        data["raw_b64"] = entry["raw_b64"]
     data.update(error=entry["perr"], query=entry.get("q", ""), method=entry.get("m", ""))
     event = Event.new(event_id_for(cb_id), "callback.unmatched", int(entry["at"]), None, {}, data)
     return await fan_out(ctx, event, [], ack=ack)

@@ -13,14 +13,34 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Required, TypedDict
 
 from gateway.domain.errors import BadRequest
 from gateway.domain.signing import form_fields
 
 REF_PARAM = "cg_ref"
 
-FormParams = dict[str, Any]
+# A form or query string parsed: repeated keys become lists, single keys stay strings.
+FormParams = dict[str, str | list[str]]
+
+
+class InboxEntry(TypedDict, total=False):
+    """An inbox entry (its field ``e``, JSON): a callback as the receiver stored it, or, with
+    ``t`` = ``timeout``, a request whose deadline passed (written by the sweep, lua/expire.lua).
+    A parked callback is this same JSON."""
+
+    at: Required[int]  # epoch ms: when it was received, or when the request timed out
+    cb: str  # the callback's id (``callback_id``)
+    m: str  # its HTTP method
+    q: str  # its raw query string
+    enc: str  # how its payload was read: form | json | query | raw
+    p: dict[str, Any]  # its parameters (``parse_form`` or ``parse_json``), {} when raw
+    sv: str  # the signature version that verified it (v3 | v2); absent with verification off
+    raw: str  # a signed payload that did not parse, as text ...
+    raw_b64: str  # ... or base64, when it is not UTF-8
+    perr: str  # why it did not parse
+    t: str  # "timeout": a request's deadline, not a callback
+    api_id: str  # the request that timed out
 
 
 MAX_FORM_FIELDS = 1000
@@ -37,7 +57,7 @@ def parse_form(raw: bytes) -> FormParams:
         raise BadRequest("payload is not valid UTF-8") from exc
     if text.count("&") >= MAX_FORM_FIELDS:
         raise BadRequest("malformed form data: Max number of fields exceeded")
-    out: dict[str, Any] = {}
+    out: FormParams = {}
     for key, value in form_fields(text):
         prev = out.get(key)
         if prev is None:

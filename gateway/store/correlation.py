@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from gateway.domain.outcomes import CorrelationOutcome
+from gateway.domain.targets import targets_from_json
 from gateway.store.keys import Keys
 from gateway.store.records import Correlation, now_ms, unpack_targets
 from gateway.store.scripts import ScriptCall
@@ -49,10 +51,10 @@ class CorrelationMixin:
         )
         outcome, api_id, status, metadata, targets, resource = (str(x) for x in raw)
         return Correlation(
-            outcome=outcome,
+            outcome=CorrelationOutcome(outcome),
             api_id=api_id,
             previous_status=status,
             metadata=json.loads(metadata) if metadata else {},
-            targets=unpack_targets(targets) if targets else [],
+            targets=targets_from_json(unpack_targets(targets)) if targets else [],
             resource=resource,
         )

@@ -13,9 +13,12 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, cast
 
+from gateway.domain.outcomes import CorrelationOutcome
+from gateway.domain.targets import Target
 from gateway.store.keys import HOUR_MS, ref_bucket
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "STATUSES",
     "Correlation",
     "NewRequest",
+    "RequestRecord",
     "decode_record",
     "now_ms",
     "pack_targets",
@@ -59,9 +63,10 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def pack_targets(targets: list[dict[str, Any]]) -> str:
-    """Targets as stored: a POST webhook (the usual target) is just its URL."""
-    packed: list[Any] = []
+def pack_targets(targets: Sequence[Mapping[str, str]]) -> str:
+    """Targets as stored (their JSON, ``Target.to_json``): a POST webhook (the usual target) is
+    just its URL."""
+    packed: list[str | Mapping[str, str]] = []
     for target in targets:
         plain = target.get("type") == "webhook" and isinstance(target.get("url"), str)
         if plain and set(target) <= {"type", "url", "method"} and target.get("method", "POST") == "POST":
@@ -71,13 +76,33 @@ def pack_targets(targets: list[dict[str, Any]]) -> str:
     return json.dumps(packed, separators=(",", ":"))
 
 
-def unpack_targets(raw: str) -> list[dict[str, Any]]:
+def unpack_targets(raw: str) -> list[dict[str, str]]:
     return [
         {"type": "webhook", "url": t, "method": "POST"} if isinstance(t, str) else t for t in json.loads(raw)
     ]
 
 
-def decode_record(api_id: str, raw: dict[str, str]) -> dict[str, str]:
+class RequestRecord(TypedDict, total=False):
+    """A request as the store hands it out (``decode_record``): ``FIELDS`` under their logical
+    names, every value a string as Redis keeps it; status, method, metadata and targets always
+    there (their defaults filled in)."""
+
+    api_id: str
+    status: str  # STATUSES
+    method: str
+    resource: str
+    metadata: str  # JSON
+    targets: str  # JSON: a list of ``Target.to_json`` objects
+    submitted_at: str  # epoch ms
+    traceparent: str
+    result: str  # the completing inbox entry (JSON, ``InboxEntry``)
+    result_cb: str
+    completed_at: str  # epoch ms
+    timed_out_at: str  # epoch ms
+    upstream_error: str
+
+
+def decode_record(api_id: str, raw: dict[str, str]) -> RequestRecord:
     """A stored record under the logical field names, defaults filled in (empty if none)."""
     if not raw:
         return {}
@@ -86,7 +111,7 @@ def decode_record(api_id: str, raw: dict[str, str]) -> dict[str, str]:
         record.setdefault(name, default)
     record["targets"] = json.dumps(unpack_targets(record["targets"]), separators=(",", ":"))
     record["api_id"] = api_id
-    return record
+    return cast(RequestRecord, record)  # FIELDS names exactly RequestRecord's keys
 
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -102,11 +127,14 @@ def packed_id(api_id: str) -> str | bytes:
 
 @dataclass(frozen=True, slots=True)
 class Correlation:
-    outcome: str  # parked | matched | replay | extra | late | stale
+    """What ``correlate`` found: the outcome and, when it matched, the request's fields the
+    event needs."""
+
+    outcome: CorrelationOutcome
     api_id: str
     previous_status: str
-    metadata: dict[str, Any]
-    targets: list[dict[str, Any]]
+    metadata: dict[str, Any]  # the request's metadata (JSON, as the user gave it)
+    targets: list[Target]
     resource: str
 
 
@@ -115,9 +143,9 @@ class NewRequest:
     api_id: str
     method: str
     resource: str
-    params: dict[str, Any]
-    metadata: dict[str, Any]
-    targets: list[dict[str, Any]]
+    params: dict[str, Any]  # what is sent upstream (JSON)
+    metadata: dict[str, Any]  # the user's (JSON)
+    targets: Sequence[Mapping[str, str]]  # their JSON (``Target.to_json``, the API's target models)
     timeout_s: int
     ref: str
     traceparent: str = ""  # W3C trace context of the submit (gateway.infra.tracing), "" when off

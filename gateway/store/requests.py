@@ -15,10 +15,10 @@ with a TTL). Looking a ref up walks the live hours, newest first.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from redis.asyncio import Redis
 
+from gateway.domain.events import EventJson
 from gateway.domain.signing import new_webhook_secret
 from gateway.store.keys import Keys
 from gateway.store.records import (
@@ -26,6 +26,7 @@ from gateway.store.records import (
     FIELDS,
     STATUSES,
     NewRequest,
+    RequestRecord,
     decode_record,
     now_ms,
     pack_targets,
@@ -102,7 +103,7 @@ class RequestsMixin:
 
     async def list_requests(
         self, status: str | None, limit: int, offset: int
-    ) -> tuple[int, list[dict[str, str]]]:
+    ) -> tuple[int, list[RequestRecord]]:
         """Newest first; ``status`` picks one of the per-status indexes, None merges all three."""
         if status:
             index = self.keys.requests(status)
@@ -120,7 +121,7 @@ class RequestsMixin:
         records = [decode_record(api_id, r) for api_id, r in zip(ids, raw, strict=True)]
         return int(total), [r for r in records if r]
 
-    async def list_unmatched(self, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    async def list_unmatched(self, limit: int, offset: int) -> tuple[int, list[EventJson]]:
         index = self.keys.unmatched_log
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(index)
@@ -131,19 +132,18 @@ class RequestsMixin:
 
     # --- status API -----------------------------------------------------------------------
 
-    async def get_request(self, api_id: str) -> tuple[dict[str, str], list[dict[str, Any]]] | None:
+    async def get_request(self, api_id: str) -> tuple[RequestRecord, list[EventJson]] | None:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.req(api_id))
             pipe.lrange(self.keys.reqevents(api_id), 0, -1)
             record, event_ids = await pipe.execute()
         if not record:
             return None
-        record = decode_record(api_id, record)
-        events: list[dict[str, Any]] = []
+        events: list[EventJson] = []
         if event_ids:
             raw = await self.redis.mget([self.keys.evt(e) for e in event_ids])
             events = [json.loads(r) for r in raw if r]
-        return record, events
+        return decode_record(api_id, record), events
 
     async def webhook_secret(self, configured: str | None) -> str:
         """The secret for per-request webhook targets: configured, else created once and kept."""

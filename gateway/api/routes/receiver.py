@@ -36,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.api.body import Disconnected, media_type_of, receive_limited
 from gateway.api.state import GatewayState
-from gateway.domain.callbacks import callback_id, parse_form, parse_json
+from gateway.domain.callbacks import InboxEntry, callback_id, parse_form, parse_json
 from gateway.domain.errors import (
     BadRequest,
     Forbidden,
@@ -150,20 +150,22 @@ def _replay_key(version: str, nonce: str) -> str:
     return hashlib.sha256(f"{version}|{nonce}".encode()).hexdigest()[:32]
 
 
-def _raw_entry(
-    entry: dict[str, Any], payload: str | bytes, problem: GatewayError
-) -> tuple[str, dict[str, Any]]:
+def _raw_entry(entry: InboxEntry, payload: str | bytes, problem: GatewayError) -> tuple[str, InboxEntry]:
     """A signed callback whose payload did not parse, kept as it came: ``raw`` (text, or
     ``raw_b64`` when it is not UTF-8) and ``perr``, why it did not parse. Its identity is the
     payload's, so Plivo's retries of it are duplicates."""
-    field, value = "raw", payload
-    if isinstance(payload, bytes):
+    raw: InboxEntry = {**entry, "enc": "raw"}  # its keys keep their places, the payload and perr go last
+    if isinstance(payload, str):
+        raw["raw"] = payload
+    else:
         try:
-            value = payload.decode("utf-8")
+            raw["raw"] = payload.decode("utf-8")
         except UnicodeDecodeError:
-            field, value = "raw_b64", base64.b64encode(payload).decode("ascii")
-    cb_id = callback_id(entry["q"], {field: value})
-    return cb_id, {**entry, "cb": cb_id, "enc": "raw", field: value, "perr": problem.message}
+            raw["raw_b64"] = base64.b64encode(payload).decode("ascii")
+    kept = {"raw": raw["raw"]} if "raw" in raw else {"raw_b64": raw["raw_b64"]}
+    raw["cb"] = cb_id = callback_id(entry["q"], kept)
+    raw["perr"] = problem.message
+    return cb_id, raw
 
 
 def _headers(scope: Scope) -> dict[bytes, str]:
@@ -287,9 +289,9 @@ class Receiver:
     @staticmethod
     def _entry(
         method: str, query: str, encoding: str, params: dict[str, Any], version: str
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> tuple[str, InboxEntry]:
         cb_id = callback_id("" if method == "GET" else query, params)
-        entry = {
+        entry: InboxEntry = {
             "cb": cb_id,
             "at": int(time.time() * 1000),
             "m": method,

@@ -9,7 +9,7 @@ import secrets
 import time
 from dataclasses import replace
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
@@ -32,12 +32,13 @@ from gateway.domain.errors import (
     UpstreamError,
     new_api_id,
 )
-from gateway.domain.events import iso_ms
+from gateway.domain.events import EventJson, iso_ms
 from gateway.infra import logs, metrics, tracing
 from gateway.services import netguard, queue_names
 from gateway.services.idempotency import Reply, run_idempotent
 from gateway.services.webhook_policy import https_refusal
 from gateway.store import NewRequest
+from gateway.store.records import RequestRecord
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"])
 log = logs.get("gateway.requests")
@@ -203,16 +204,30 @@ def _iso(ms: str | None) -> str | None:
     return iso_ms(int(ms)) if ms else None
 
 
-def _summary(record: dict[str, str]) -> dict[str, Any]:
-    return {
+class RequestSummary(TypedDict):
+    """A request as the list API shows it (the status API adds its result and events)."""
+
+    api_id: str | None
+    status: str
+    resource: str | None
+    metadata: dict[str, Any]  # as the user gave it (JSON)
+    submitted_at: str | None
+    completed_at: str | None
+    upstream_error: NotRequired[str]  # status unknown only
+
+
+def _summary(record: RequestRecord) -> RequestSummary:
+    summary: RequestSummary = {
         "api_id": record.get("api_id"),
         "status": record.get("status", "pending"),
         "resource": record.get("resource"),
         "metadata": _loads(record.get("metadata"), {}),
         "submitted_at": _iso(record.get("submitted_at")),
         "completed_at": _iso(record.get("completed_at")),
-        **({"upstream_error": record["upstream_error"]} if record.get("upstream_error") else {}),
     }
+    if record.get("upstream_error"):
+        summary["upstream_error"] = record["upstream_error"]
+    return summary
 
 
 @router.get("")
@@ -259,7 +274,7 @@ async def status(
 
 async def _wait_while_pending(
     state: GatewayState, api_id: str, wait: float
-) -> tuple[dict[str, str], list[dict[str, Any]]] | None:
+) -> tuple[RequestRecord, list[EventJson]] | None:
     # Register before reading, so an event stored between the read and the wait still wakes us.
     wake = state.notifier.register(api_id)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
@@ -13,13 +13,14 @@ from fastapi.responses import StreamingResponse
 from gateway.api.deps import ApiKey, State
 from gateway.api.state import GatewayState
 from gateway.domain.errors import NotFound
+from gateway.domain.events import EventJson
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"])
 
 HEARTBEAT_S = 15.0
 
 
-def _frame(event: dict[str, Any]) -> bytes:
+def _frame(event: EventJson) -> bytes:
     data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
     return f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
 
