@@ -9,7 +9,7 @@ default 422 ``HTTPValidationError`` is dropped: validation errors are rendered a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
@@ -19,7 +19,18 @@ from starlette.routing import Match
 
 from gateway.domain.errors import new_api_id
 
-ERROR_SCHEMA: dict[str, Any] = {
+
+class ObjectSchema(TypedDict):
+    """A JSON Schema of an object, as the answers' shapes below are written."""
+
+    title: str
+    type: str
+    properties: dict[str, dict[str, str]]
+    required: list[str]
+    additionalProperties: bool
+
+
+ERROR_SCHEMA: ObjectSchema = {
     "title": "Error",
     "type": "object",
     "properties": {"api_id": {"type": "string"}, "error": {"type": "string"}},
@@ -28,7 +39,7 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 # A create sent upstream without a usable answer (gateway.services.upstream.OutcomeUnknown): 502 with the
 # ref under which the request is kept (GET /v1/requests/{ref}).
-UNKNOWN_SCHEMA: dict[str, Any] = {
+UNKNOWN_SCHEMA: ObjectSchema = {
     "title": "UnknownOutcome",
     "type": "object",
     "properties": {
@@ -40,7 +51,7 @@ UNKNOWN_SCHEMA: dict[str, Any] = {
     "required": ["api_id", "error", "status", "ref"],
     "additionalProperties": False,
 }
-SUCCESS_SCHEMA: dict[str, Any] = {
+SUCCESS_SCHEMA: ObjectSchema = {
     "title": "Success",
     "type": "object",
     "properties": {"api_id": {"type": "string"}, "message": {"type": "string"}},

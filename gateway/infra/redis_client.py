@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import parse_url
@@ -20,6 +20,19 @@ def sentinel_hosts(settings: Settings) -> list[tuple[str, int]]:
     return hosts
 
 
+class ClientOptions(TypedDict, total=False):
+    """What every client is made with (``Redis.from_url``, ``Sentinel.master_for``)."""
+
+    decode_responses: bool
+    socket_connect_timeout: float
+    socket_timeout: float | None
+    health_check_interval: int
+    retry_on_timeout: bool
+    db: int  # with Sentinel, these three come from REDIS_URL (the sentinels name host and port)
+    username: str
+    password: str
+
+
 REDIS_SOCKET_TIMEOUT_S = 5.0  # how long a command's reply may take before it is an error
 REDIS_CONNECT_TIMEOUT_S = 2.0
 
@@ -30,7 +43,7 @@ def make_redis(settings: Settings, *, socket_timeout: float | None = REDIS_SOCKE
     A Sentinel-managed pool asks the sentinels for the master on every new connection and drops
     connections to a master that became a replica, so a failover costs the commands in flight
     (callers already treat RedisError as "retry later"), not a restart."""
-    options: dict[str, Any] = {
+    options: ClientOptions = {
         "decode_responses": True,
         "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
         "socket_timeout": socket_timeout,
@@ -40,9 +53,12 @@ def make_redis(settings: Settings, *, socket_timeout: float | None = REDIS_SOCKE
     hosts = sentinel_hosts(settings)
     if hosts:
         url = parse_url(settings.REDIS_URL)
-        for name in ("db", "username", "password"):
-            if url.get(name) is not None:
-                options[name] = url[name]
+        if url.get("db") is not None:
+            options["db"] = url["db"]
+        if url.get("username") is not None:
+            options["username"] = url["username"]
+        if url.get("password") is not None:
+            options["password"] = url["password"]
         sentinel = Sentinel(hosts, socket_connect_timeout=2.0, socket_timeout=2.0)  # type: ignore[no-untyped-call]
         master: Redis = sentinel.master_for(settings.REDIS_SENTINEL_MASTER, redis_class=Redis, **options)
         return master

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from gateway.settings import Settings
 
@@ -37,7 +37,16 @@ def problem(settings: Settings) -> str | None:
     return None
 
 
-def uvicorn_options(settings: Settings) -> dict[str, Any]:
+class UvicornTLS(TypedDict, total=False):
+    """``uvicorn.Config``'s TLS arguments."""
+
+    ssl_certfile: str
+    ssl_keyfile: str
+    ssl_version: int
+    ssl_context_factory: Callable[[Any, Callable[[], ssl.SSLContext]], ssl.SSLContext]
+
+
+def uvicorn_options(settings: Settings) -> UvicornTLS:
     """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config``: empty for plain HTTP."""
     if not settings.GATEWAY_TLS_CERT_FILE:
         return {}

@@ -25,7 +25,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Required, TypedDict
 
 from gateway.domain.errors import AcceptedNotRecorded, RateLimited, Unprocessable, UpstreamError, new_api_id
 from gateway.settings import Settings
@@ -34,10 +34,21 @@ from gateway.store import Store
 POLL_S = 0.05
 
 
+class Answer(TypedDict, total=False):
+    """A submit's answer, as sent and as an Idempotency-Key replays it: accepted (``message``,
+    ``status``), refused (``error``) or of unknown outcome (``error``, ``status``, ``ref``)."""
+
+    api_id: Required[str]
+    message: str
+    status: str
+    error: str
+    ref: str
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     status: int
-    body: dict[str, Any]
+    body: Answer
 
 
 def _lease(s: Settings) -> float:
@@ -77,7 +88,7 @@ async def run_idempotent(
     try:
         reply = await send()
     except UpstreamError as exc:  # Plivo's final answer: remembered like a success
-        body = {"api_id": new_api_id(), "error": exc.message}
+        body: Answer = {"api_id": new_api_id(), "error": exc.message}
         await store.idempotency_finish(key_id, exc.status_code, json.dumps(body), ttl)
         raise
     except AcceptedNotRecorded:
