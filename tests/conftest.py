@@ -16,6 +16,7 @@ from gateway.api.app import create_app
 from gateway.settings import Settings
 from tests.support.receiver import WebhookReceiver
 from tests.support.servers import LoopThread, ServerThread, bound_socket
+from tooling.embedded_postgres import EmbeddedPostgres
 from tooling.embedded_redis import EmbeddedRedis
 from tooling.sandbox import SandboxState, create_sandbox
 from workers.main import run_worker
@@ -48,6 +49,12 @@ def redis_server() -> Iterator[EmbeddedRedis]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[EmbeddedPostgres]:
+    with EmbeddedPostgres() as server:
+        yield server
+
+
 @pytest.fixture
 async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_server.url, decode_responses=True)
@@ -57,13 +64,17 @@ async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def make_settings(redis_server: EmbeddedRedis) -> Callable[..., Settings]:
+def make_settings(redis_server: EmbeddedRedis, postgres_server: EmbeddedPostgres) -> Callable[..., Settings]:
     prefix = f"t{uuid.uuid4().hex[:8]}:"
+    # Each test its own schema (created by the first migration), as its own Redis key prefix.
+    database_url = postgres_server.url() + "?search_path=" + prefix.rstrip(":")
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "REDIS_URL": redis_server.url,
+            "DATABASE_URL": database_url,
             "GATEWAY_KEY_PREFIX": prefix,
+            "GATEWAY_HISTORY_DELAY": 0.02,
             "PLIVO_AUTH_ID": AUTH_ID,
             "PLIVO_AUTH_TOKEN": "sandbox-token-" + "x" * 20,
             "GATEWAY_API_KEYS": "test-key-1234567890",

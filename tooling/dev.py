@@ -9,6 +9,7 @@ from ``.env.example`` names the production Redis and grace, which ``dev`` must n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -20,8 +21,10 @@ from dataclasses import dataclass, replace
 
 import httpx
 
+from gateway.cli.config import mask_url
 from gateway.domain.signing import new_webhook_secret
 from gateway.settings import Settings
+from tooling.embedded_postgres import EmbeddedPostgres
 from tooling.embedded_redis import EmbeddedRedis, die_with_parent, free_port
 
 # Seconds a callback nobody submitted waits before it becomes callback.unmatched: short, so the
@@ -41,6 +44,8 @@ class DevStack:
     sandbox_port: int
     redis_url: str
     embedded_redis: bool
+    database_url: str
+    embedded_postgres: bool
     api_key: str
     auth_id: str
     auth_token: str
@@ -62,6 +67,7 @@ class DevStack:
         return {
             **os.environ,
             "REDIS_URL": self.redis_url,
+            "DATABASE_URL": self.database_url,
             "PLIVO_AUTH_ID": self.auth_id,
             "PLIVO_AUTH_TOKEN": self.auth_token,
             "PLIVO_API_URL": self.sandbox_url,
@@ -83,8 +89,9 @@ def _auth_id() -> str:
 
 
 def plan(settings: Settings, port: int, worker_metrics_port: int) -> DevStack:
-    """The stack's values: the settings' where given, generated ones otherwise. The Redis URL is
-    filled in once the embedded Redis runs (``REDIS_URL`` from the environment is used as is)."""
+    """The stack's values: the settings' where given, generated ones otherwise. The Redis and
+    PostgreSQL URLs are filled in once the embedded servers run (``REDIS_URL`` and ``DATABASE_URL``
+    from the environment are used as they are)."""
     keys = settings.GATEWAY_API_KEYS
     grace = os.environ.get("GATEWAY_UNMATCHED_GRACE")
     secret = settings.GATEWAY_WEBHOOK_SECRET
@@ -93,6 +100,8 @@ def plan(settings: Settings, port: int, worker_metrics_port: int) -> DevStack:
         sandbox_port=free_port(),
         redis_url=os.environ.get("REDIS_URL", ""),
         embedded_redis=not os.environ.get("REDIS_URL"),
+        database_url=os.environ.get("DATABASE_URL", ""),
+        embedded_postgres=not os.environ.get("DATABASE_URL"),
         api_key=keys[0].get_secret_value() if keys else "cgk_" + secrets.token_urlsafe(24),
         auth_id=settings.PLIVO_AUTH_ID or _auth_id(),
         auth_token=settings.PLIVO_AUTH_TOKEN.get_secret_value() or secrets.token_urlsafe(30),
@@ -175,6 +184,9 @@ def banner(stack: DevStack) -> str:
     extract = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"api_id\"])'"
     metrics = f"http://127.0.0.1:{stack.worker_metrics_port}/metrics" if stack.worker_metrics_port else "off"
     where = "embedded, gone when dev stops" if stack.embedded_redis else "REDIS_URL from the environment"
+    where_pg = (
+        "embedded, gone when dev stops" if stack.embedded_postgres else "DATABASE_URL from the environment"
+    )
     exports = (
         f"export GW={base} SANDBOX={sandbox} KEY={stack.api_key} "
         f"AUTH_ID={stack.auth_id} AUTH_TOKEN={stack.auth_token}"
@@ -187,6 +199,7 @@ def banner(stack: DevStack) -> str:
                 ("receiver", f"{base}/callbacks/plivo", "where the sandbox sends its callbacks"),
                 ("sandbox", sandbox, "stands in for api.plivo.com (knobs below)"),
                 ("redis", stack.redis_url, where),
+                ("postgresql", mask_url(stack.database_url), where_pg + " (history)"),
                 (
                     "worker metrics",
                     metrics,
@@ -237,27 +250,37 @@ def run_dev(settings: Settings, port: int, *, worker_metrics_port: int = 0) -> i
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    embedded = EmbeddedRedis().start() if stack.embedded_redis else None
-    if embedded is not None:
-        stack = replace(stack, redis_url=embedded.url)
-    try:
-        env = stack.child_env()
-        procs["sandbox"] = _spawn(["sandbox", "--port", str(stack.sandbox_port)], env)
-        procs["worker"] = _spawn(["worker"], env)
-        procs["server"] = _spawn(["serve", "--port", str(port)], env)
-        _wait_http(f"{stack.sandbox_url}/_sandbox/requests", procs)
-        _wait_http(f"{stack.url}/healthz", procs)
-        print(banner(stack), flush=True)
-        while not stopping:
-            failed = _exited(procs)
-            if failed is not None:
-                raise failed
-            time.sleep(0.2)
-        return 0
-    except ChildFailed as exc:
-        print(f"dev: {exc}; stopping the rest", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        _stop(list(procs.values()))
-        if embedded is not None:
-            embedded.cleanup()
+    with contextlib.ExitStack() as servers:  # stopped last, after the children
+        try:
+            stack = _start_servers(stack, servers)
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+            print(f"dev: cannot start the embedded servers: {exc}", file=sys.stderr, flush=True)
+            return 1
+        try:
+            env = stack.child_env()
+            procs["sandbox"] = _spawn(["sandbox", "--port", str(stack.sandbox_port)], env)
+            procs["worker"] = _spawn(["worker"], env)
+            procs["server"] = _spawn(["serve", "--port", str(port)], env)
+            _wait_http(f"{stack.sandbox_url}/_sandbox/requests", procs)
+            _wait_http(f"{stack.url}/healthz", procs)
+            print(banner(stack), flush=True)
+            while not stopping:
+                failed = _exited(procs)
+                if failed is not None:
+                    raise failed
+                time.sleep(0.2)
+            return 0
+        except ChildFailed as exc:
+            print(f"dev: {exc}; stopping the rest", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            _stop(list(procs.values()))
+
+
+def _start_servers(stack: DevStack, servers: contextlib.ExitStack) -> DevStack:
+    """The embedded Redis and PostgreSQL that the environment does not name; ``servers`` stops them."""
+    if stack.embedded_redis:
+        stack = replace(stack, redis_url=servers.enter_context(EmbeddedRedis()).url)
+    if stack.embedded_postgres:
+        stack = replace(stack, database_url=servers.enter_context(EmbeddedPostgres()).url())
+    return stack

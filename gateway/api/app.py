@@ -20,6 +20,7 @@ from gateway.api.routes.proxy import router as proxy_router
 from gateway.api.routes.proxy import tokens_router
 from gateway.api.state import GatewayState
 from gateway.domain.errors import GatewayError, new_api_id
+from gateway.history.client import HistoryClient
 from gateway.infra import logs
 from gateway.infra.redis_client import make_redis
 from gateway.services.notify import Notifier
@@ -133,12 +134,17 @@ def create_app(settings: Settings) -> FastAPI:
         notify_redis = make_redis(settings, socket_timeout=None)
         notifier = Notifier(notify_redis, Keys(settings.GATEWAY_KEY_PREFIX).notify_channel)
         notifier.start()
-        app.state.gw = GatewayState(settings, redis, store, http, plivo, notifier)
+        history = HistoryClient(settings)
+        history.start()
+        app.state.gw = GatewayState(settings, redis, store, http, plivo, notifier, history)
+        app.state.gw.backlog.start()
         callback_receiver.open(app.state.gw)
         try:
             yield
         finally:
             await notifier.close()
+            await app.state.gw.backlog.close()
+            await history.close()
             await notify_redis.aclose()
             await http.aclose()
             await redis.aclose()

@@ -25,6 +25,7 @@ import typer
 from gateway.cli.config import (
     Check,
     Problem,
+    database_problems,
     load_settings,
     mask_url,
     redis_url_problems,
@@ -115,7 +116,7 @@ def _serve_requirements(host: str, port: int) -> Check:
             )
         if port == settings.GATEWAY_ADMIN_PORT:
             problems.append(("GATEWAY_ADMIN_PORT", f"must differ from --port ({port})"))
-        problems += _tls_problems(settings) + redis_url_problems(settings)
+        problems += _tls_problems(settings) + redis_url_problems(settings) + database_problems(settings)
         if not problems:  # only worth trying once the configuration is right
             problems += _unbindable(host, [port, settings.GATEWAY_ADMIN_PORT])
         return problems
@@ -218,7 +219,7 @@ def worker() -> None:
 
     from workers.main import queue_name, run_worker
 
-    settings = load_settings(worker_redis_url_problems)
+    settings = load_settings(worker_redis_url_problems, database_problems)
     logs.configure(settings.LOG_FORMAT, settings.LOG_LEVEL)
     metrics_port = settings.WORKER_METRICS_PORT
     logs.get("gateway.cli").info(
@@ -234,6 +235,42 @@ def worker() -> None:
     except (RedisError, OSError) as exc:
         typer.echo(f"worker: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+@command
+def migrate() -> None:
+    """Apply the PostgreSQL migrations (DATABASE_URL) and create today's partitions.
+
+    ``serve`` and ``worker`` do the same at start-up; all of them take an advisory lock first, so
+    any number of them starting together apply each migration once. Prints what it applied.
+    """
+    from gateway.history import migrate as migrations
+
+    settings = load_settings(database_problems)
+    assert settings.DATABASE_URL is not None  # database_problems
+
+    async def run(url: str) -> list[str]:
+        import asyncpg
+
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            applied = await migrations.migrate(conn)
+            version = await migrations.current_version(conn)
+        finally:
+            await conn.close()
+        done = [f"applied {m.version:04d}_{m.name}" for m in applied]
+        return [*done, f"schema at version {version}"]
+
+    try:
+        lines = asyncio.run(run(settings.DATABASE_URL.get_secret_value()))
+    except (TimeoutError, OSError) as exc:
+        typer.echo(f"migrate: cannot reach DATABASE_URL: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:  # asyncpg's errors: auth, missing database, ...
+        typer.echo(f"migrate: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for line in lines:
+        typer.echo(line)
 
 
 @command

@@ -3,7 +3,6 @@ where the process runs from (Redis, database), passwords masked."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -130,7 +129,19 @@ def state_in_use(settings: Settings) -> dict[str, str]:
     if settings.REDIS_SENTINELS:
         used["redis_sentinels"] = ",".join(settings.REDIS_SENTINELS)
         used["redis_sentinel_master"] = settings.REDIS_SENTINEL_MASTER
-    database = os.environ.get("DATABASE_URL")
-    if database:
-        used["database"] = mask_url(database)
+    if settings.DATABASE_URL is not None:
+        used["database"] = mask_url(settings.DATABASE_URL.get_secret_value())
     return used
+
+
+def database_problems(settings: Settings) -> list[Problem]:
+    """``serve`` and ``worker`` keep history in PostgreSQL: without one they do not start."""
+    if settings.DATABASE_URL is None:
+        return [
+            (
+                "DATABASE_URL",
+                "needed: the PostgreSQL that keeps history, as "
+                "postgresql://USER:PASSWORD@HOST:5432/DATABASE (`callback-gateway dev` starts its own)",
+            )
+        ]
+    return []

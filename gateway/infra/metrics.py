@@ -9,7 +9,7 @@ no extra state in Redis, and a dead worker's counters vanish with it as Promethe
 
 Everything that describes Redis state (pending requests, oldest pending age, inbox backlog, arq
 queue, dead letters, live workers, breaker states) is *not* a process counter: the API computes
-it at scrape time (``OpsStore.gauges``: twelve commands in two pipelined round trips, however many
+it at scrape time (``OpsStore.gauges``: fourteen commands in two pipelined round trips, however many
 subscriptions there are), so every API replica reports the same true value and nothing drifts.
 With ``GATEWAY_METRICS_TOKEN`` set, the API's /metrics needs it as a bearer token.
 
@@ -53,6 +53,8 @@ class Gauges:
     arq_queue: int = 0
     dead_letters: int = 0
     workers_alive: int = 0
+    history_backlog: int = 0
+    history_oldest_age_s: float = 0.0
     breakers: dict[str, int] = field(default_factory=dict)
 
 
@@ -65,6 +67,14 @@ DELIVERY_LATENCY = Histogram(
     f"{NS}_delivery_latency_seconds",
     "Callback received -> first successful delivery of its event",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 86400),
+)
+
+
+HISTORY_ROWS = Counter(f"{NS}_history_rows", "Rows upserted into PostgreSQL by the archiver")
+HISTORY_WRITE_SECONDS = Histogram(
+    f"{NS}_history_write_seconds",
+    "One archiver batch written to PostgreSQL (one transaction)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
 
@@ -102,6 +112,16 @@ class _RedisGauges(Collector):
             ("queue_depth", "Jobs in the gateway's arq queue (retries, deferrals)", g.arq_queue),
             ("dead_letters", "Deliveries failed for good (within retention)", g.dead_letters),
             ("workers_alive", "Workers with a fresh heartbeat", g.workers_alive),
+            (
+                "history_backlog",
+                "Changed requests not copied to PostgreSQL yet (the outbox)",
+                g.history_backlog,
+            ),
+            (
+                "history_oldest_age_seconds",
+                "How long the oldest change not yet copied to PostgreSQL has waited",
+                g.history_oldest_age_s,
+            ),
         ]
         out: list[Metric] = [GaugeMetricFamily(f"{NS}_{name}", doc, value=v) for name, doc, v in plain]
         breakers = GaugeMetricFamily(

@@ -38,7 +38,7 @@ NOT_SETTINGS = frozenset(
     }
 )
 # Never echoed in an error message: they may carry a password.
-_NO_ECHO = frozenset({"REDIS_URL", "UPSTREAM_PROXY"})
+_NO_ECHO = frozenset({"REDIS_URL", "UPSTREAM_PROXY", "DATABASE_URL"})
 
 
 def _split_csv(value: object) -> object:
@@ -102,6 +102,20 @@ class SettingsChecks(BaseSettings):
             parse_url(value)  # what the clients will do with it: the port, the query options
         except ValueError as exc:
             raise ValueError(f"does not parse: {exc}") from None
+        return value
+
+    @field_validator("DATABASE_URL", check_fields=False)
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                "must be a postgresql:// URL, as in postgresql://USER:PASSWORD@HOST:5432/DATABASE"
+            )
+        if not parts.hostname and "host=" not in parts.query:
+            raise ValueError("needs a host, as in postgresql://USER:PASSWORD@HOST:5432/DATABASE")
         return value
 
     @field_validator("GATEWAY_KEY_PREFIX", check_fields=False)

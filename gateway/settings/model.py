@@ -62,6 +62,16 @@ class Settings(SettingsChecks):
         gt=0,
         description="Seconds the receiver waits for those acknowledgements (with REDIS_WAIT_REPLICAS > 0).",
     )
+    DATABASE_URL: SecretStr | None = Field(
+        default=None,
+        description="The PostgreSQL that holds history (finished requests, events, deliveries, attempts), "
+        "as `postgresql://USER:PASSWORD@HOST:5432/DATABASE`. `serve` and `worker` refuse to start "
+        "without it; `dev` starts an embedded one unless it is set.",
+        examples=["postgresql://gateway:secret@127.0.0.1:5432/gateway"],
+    )
+    DATABASE_POOL_SIZE: int = Field(
+        default=5, ge=1, le=100, description="PostgreSQL connections each process keeps at most."
+    )
 
     # --- upstream (Plivo) --------------------------------------------------------------------
     PLIVO_AUTH_ID: str = Field(
@@ -291,7 +301,33 @@ class Settings(SettingsChecks):
     GATEWAY_RETENTION: int = Field(
         default=30 * 86400,
         gt=0,
-        description="Seconds events, delivery logs and finished requests are kept.",
+        description="Seconds history (requests, events, deliveries, attempts) is kept in PostgreSQL: "
+        "daily partitions older than this are dropped.",
+    )
+    GATEWAY_HOT_RETENTION: int = Field(
+        default=600,
+        gt=0,
+        description="Seconds a finished request (its events, deliveries and attempt logs) stays in Redis "
+        "once its last delivery is final and it is in PostgreSQL; reads then come from PostgreSQL.",
+    )
+    GATEWAY_LINK_TTL: int = Field(
+        default=7 * 86400,
+        gt=0,
+        description="Seconds a finished request's record and its MessageUUID/RequestUUID links stay in "
+        "Redis, so that Plivo's late status callbacks still find it (its history is in PostgreSQL).",
+    )
+    GATEWAY_HISTORY_DELAY: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="Seconds a changed request waits before the archiver copies it to PostgreSQL, so that "
+        "a burst of changes (result, status callbacks, attempts) is copied once.",
+    )
+    GATEWAY_HISTORY_BACKLOG_MAX: int = Field(
+        default=50_000,
+        gt=0,
+        description="Changed requests waiting to be copied to PostgreSQL (the outbox) at which the "
+        "gateway refuses new submits and callbacks with 503 rather than lose history; Plivo retries.",
     )
     GATEWAY_WEBHOOK_ALLOW_CIDRS: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

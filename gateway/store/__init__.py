@@ -78,6 +78,7 @@ def make_store(settings: Settings, redis: Redis) -> Store:
         settings.GATEWAY_KEY_PREFIX,
         dedup_ttl=settings.GATEWAY_DEDUP_TTL,
         retention=settings.GATEWAY_RETENTION,
+        link_ttl=settings.GATEWAY_LINK_TTL,
         grace=settings.GATEWAY_UNMATCHED_GRACE,
         nonce_window=settings.GATEWAY_NONCE_WINDOW,
     )

@@ -66,6 +66,7 @@ class Store(InboxMixin, RequestsMixin, CorrelationMixin, SweepsMixin, LimitsMixi
         *,
         dedup_ttl: int,
         retention: int,
+        link_ttl: int | None = None,
         grace: int,
         nonce_window: int = 86400,
     ) -> None:
@@ -74,6 +75,8 @@ class Store(InboxMixin, RequestsMixin, CorrelationMixin, SweepsMixin, LimitsMixi
         self.keys = Keys(prefix)
         self.dedup_ttl = dedup_ttl
         self.retention = retention
+        # How long a request's record and its status links outlive it (late callbacks find it).
+        self.link_ttl = link_ttl or retention
         self.grace = grace
         self.nonce_window = nonce_window
         self.inbox = self.keys.inbox

@@ -19,6 +19,7 @@ from gateway.store.scripts import ScriptCall
 class CorrelationMixin:
     keys: Keys
     retention: int
+    link_ttl: int
     grace: int
     _correlate: ScriptCall
 
@@ -43,7 +44,7 @@ class CorrelationMixin:
             grace=self.grace * 1000,
             kind=kind,
             seq=seq,
-            link_ttl=self.retention,
+            link_ttl=self.link_ttl,
             retention=self.retention,
             final="1" if final else "0",
             ref=ref,

@@ -47,6 +47,12 @@ Receive path: requests, callbacks, correlation (``gateway.store.core`` and its m
 | ``webhook_secret``          | string | none                    | first start (SET NX) | API, worker        |
 | ``notify``                  | pubsub | (pub/sub, nothing       | emit (PUBLISH        | API (GET ?wait=,   |
 |                             |        | stored)                 | api_id)              | SSE)               |
+| ``archive``                 | zset   | none (members removed   | submit, emit,        | archiver (worker), |
+|                             |        | once copied)            | record, rearm        | API (backlog,      |
+|                             |        |                         |                      | lists)             |
+| ``archive_backfilled``      | string | none                    | archiver (once: what | archiver           |
+|                             |        |                         | Redis held before    |                    |
+|                             |        |                         | history existed)     |                    |
 
 Fan-out and delivery: events, deliveries, subscriptions (``gateway.store.delivery`` and its modules)
 
@@ -137,6 +143,8 @@ IDEM = "idem:"
 RATE = "rate:"
 WEBHOOK_SECRET = "webhook_secret"  # noqa: S105 (a key name)
 NOTIFY = "notify"
+ARCHIVE = "archive"
+ARCHIVE_BACKFILLED = "archive_backfilled"
 EVT = "evt:"
 EVTDLV = "evtdlv:"
 DLV = "dlv:"
@@ -184,6 +192,7 @@ LUA_NAMES: dict[str, str | int] = {
     "UNMATCHED_LOG": UNMATCHED_LOG,
     "STATE": STATE,
     "NOTIFY": NOTIFY,
+    "ARCHIVE": ARCHIVE,
     "EVT": EVT,
     "EVTDLV": EVTDLV,
     "DLV": DLV,
@@ -227,6 +236,8 @@ class Keys:
         self.unmatched_log = p + UNMATCHED_LOG
         self.webhook_secret = p + WEBHOOK_SECRET
         self.notify_channel = p + NOTIFY
+        self.archive = p + ARCHIVE
+        self.archive_backfilled = p + ARCHIVE_BACKFILLED
         self.deliveries = p + DELIVERIES
         self.subs = p + SUBS
         self.ops = p + OPS

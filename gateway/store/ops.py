@@ -68,8 +68,22 @@ class OpsStore:
             pipe.zcard(self.keys.deliveries_status("failed"))
             pipe.zcount(self.keys.workers, now - int(heartbeat_ttl_s * 1000), "+inf")
             pipe.zcard(self.keys.subs)
+            pipe.zcard(self.keys.archive)
+            pipe.zrange(self.keys.archive, 0, 0, withscores=True)
             pipe.time()
-            pending, oldest, backlog, failed, queue, dead, alive, subs, server_now = await pipe.execute()
+            (
+                pending,
+                oldest,
+                backlog,
+                failed,
+                queue,
+                dead,
+                alive,
+                subs,
+                history,
+                history_oldest,
+                server_now,
+            ) = await pipe.execute()
         g = Gauges(
             pending_requests=int(pending),
             oldest_pending_age_s=max(0.0, (now - float(oldest[0][1])) / 1000) if oldest else 0.0,
@@ -82,6 +96,9 @@ class OpsStore:
         # Round trip two: what needs the server's clock, and XPENDING (an error without a group).
         seconds, micros = server_now
         server_ms = int(seconds) * 1000 + int(micros) // 1000
+        g.history_backlog = int(history)
+        if history_oldest:  # scored by Redis' clock (lua/lib/archive.lua)
+            g.history_oldest_age_s = max(0.0, (server_ms - float(history_oldest[0][1])) / 1000)
         async with self.redis.pipeline(transaction=False) as pipe:
             for state in BREAKER_STATES:
                 pipe.zcount(self.keys.breakers(state), server_ms, "+inf")

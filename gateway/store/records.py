@@ -55,6 +55,8 @@ FIELDS = {
     "completed_at": "c",  # ms
     "timed_out_at": "o",  # ms
     "upstream_error": "e",  # why the outcome is unknown (status unknown only)
+    "archived": "h",  # "1": in PostgreSQL, and Redis let go of its result and events (store/archive.py)
+    "erased_at": "z",  # ms: its payloads were erased (DELETE /v1/requests/{api_id})
 }
 DEFAULTS = {"status": "pending", "method": "POST", "metadata": "{}", "targets": "[]"}
 
@@ -100,6 +102,8 @@ class RequestRecord(TypedDict, total=False):
     completed_at: str  # epoch ms
     timed_out_at: str  # epoch ms
     upstream_error: str
+    archived: str
+    erased_at: str  # epoch ms
 
 
 def decode_record(api_id: str, raw: dict[str, str]) -> RequestRecord:

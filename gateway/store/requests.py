@@ -59,6 +59,7 @@ class RequestsMixin:
     keys: Keys
     inbox: str
     retention: int
+    link_ttl: int
     _submit: ScriptCall
     _list_all: ScriptCall
 
@@ -75,7 +76,8 @@ class RequestsMixin:
             park_api=keys.park("api:" + req.api_id),
             park_ref=keys.park("ref:" + req.ref) if req.ref else "",
             ref_bucket=keys.refs(req.ref, submitted) if req.ref else "",
-            retention=self.retention,
+            archive_key=keys.archive,
+            retention=self.link_ttl,
             api_id=req.api_id,
             submitted=submitted,
             deadline=submitted + req.timeout_s * 1000,

@@ -16,7 +16,14 @@ CALL = {"from": "14155550100", "to": "14155550123", "answer_url": "https://examp
 async def keys_of(redis: Redis, stack: Stack) -> list[str]:
     """Every key holding request or callback state (not what the worker creates at start)."""
     prefix = stack.settings.GATEWAY_KEY_PREFIX
-    names = ("webhook_secret", "inbox", "queue:health-check", "rate:upstream", "workers")
+    names = (
+        "webhook_secret",
+        "inbox",
+        "queue:health-check",
+        "rate:upstream",
+        "workers",
+        "archive_backfilled",
+    )
     infra = {prefix + name for name in names}
     counters = prefix + "apirate:"  # the per-key API rate limit counts every request
     return [

@@ -45,7 +45,9 @@ header_names = st.sampled_from(
 
 
 @pytest.fixture(scope="module")
-async def fuzz_clients(redis_server: Any) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+async def fuzz_clients(
+    redis_server: Any, postgres_server: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     """Two in-process apps (signatures checked / not checked), each started once."""
     from gateway.settings import Settings
 
@@ -54,6 +56,7 @@ async def fuzz_clients(redis_server: Any) -> AsyncIterator[tuple[httpx.AsyncClie
             Settings(  # type: ignore[call-arg]
                 _env_file=None,
                 REDIS_URL=redis_server.url,
+                DATABASE_URL=postgres_server.url() + "?search_path=fuzz",
                 GATEWAY_KEY_PREFIX="fuzz:",
                 PLIVO_AUTH_ID="MAFUZZFUZZFUZZFUZZ00",
                 PLIVO_AUTH_TOKEN="fuzz-token",

@@ -456,13 +456,14 @@ class Hostile:
 
 
 @pytest.fixture(scope="module")
-async def hostile(redis_server: Any) -> AsyncIterator[Hostile]:
+async def hostile(redis_server: Any, postgres_server: Any) -> AsyncIterator[Hostile]:
     """One in-process app with every body-taking endpoint reachable: signatures checked, proxy
     passthrough and tokens on, no API rate limit (a 429 would hide the parser), Plivo refused on
     a closed port (creates answer 502)."""
     config = Settings(
         _env_file=None,
         REDIS_URL=redis_server.url,
+        DATABASE_URL=postgres_server.url() + "?search_path=hostile",
         GATEWAY_KEY_PREFIX=f"hostile{uuid.uuid4().hex[:6]}:",
         PLIVO_AUTH_ID=AUTH_ID,
         PLIVO_AUTH_TOKEN=TOKEN,

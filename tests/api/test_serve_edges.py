@@ -13,18 +13,22 @@ import httpx
 import pytest
 
 from tests.support.procs import API_KEY, TOKEN, Procs, free_port, signed_callback
+from tooling.embedded_postgres import EmbeddedPostgres
 from tooling.embedded_redis import EmbeddedRedis
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 @pytest.fixture
-def served(tmp_path: Path, redis_server: EmbeddedRedis) -> Iterator[tuple[Procs, int, int]]:
+def served(
+    tmp_path: Path, redis_server: EmbeddedRedis, postgres_server: EmbeddedPostgres
+) -> Iterator[tuple[Procs, int, int]]:
     public, admin = free_port(), free_port()
     procs = Procs.build(
         tmp_path,
         redis_server.url,
         public,
+        database=postgres_server.url(),
         GATEWAY_ADMIN_PORT=admin,
         GATEWAY_HEADER_TIMEOUT=1,
         GATEWAY_MAX_CONNECTIONS=4,

@@ -40,6 +40,8 @@ K8S_README = K8S / "README.md"
 SECRET_NAMES = {
     # With the Redis password in it (deploy/k8s/README.md, "Redis access").
     "REDIS_URL",
+    # With the PostgreSQL password in it.
+    "DATABASE_URL",
     "PLIVO_AUTH_TOKEN",
     "PLIVO_MAIN_AUTH_TOKEN",
     "GATEWAY_API_KEYS",
@@ -400,7 +402,7 @@ def test_k8s_readme_documents_redis_access(manifests: list[dict[str, Any]]) -> N
 # --- docker compose ------------------------------------------------------------------------------------
 def test_compose_services_and_commands(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "gateway", "worker", "sandbox"}
+    assert set(services) == {"redis", "postgres", "gateway", "worker", "sandbox"}
     assert services["gateway"]["command"] == SERVE
     assert services["worker"]["command"] == WORKER
     assert services["sandbox"]["command"][:2] == ["callback-gateway", "sandbox"]
@@ -414,8 +416,15 @@ def test_compose_services_and_commands(compose: dict[str, Any]) -> None:
         assert (ROOT / service["build"]["dockerfile"]).resolve() == DOCKERFILE, name
         url = urlsplit(interpolate(service["environment"]["REDIS_URL"], {"REDIS_PASSWORD": TEST_PASSWORD}))
         assert (url.scheme, url.hostname, url.port) == ("redis", "redis", 6379), name
+        db = urlsplit(
+            interpolate(service["environment"]["DATABASE_URL"], {"POSTGRES_PASSWORD": TEST_PASSWORD})
+        )
+        assert (db.scheme, db.hostname, db.port, db.path) == ("postgresql", "postgres", 5432, "/gateway"), (
+            name
+        )
+    healthy = {"condition": "service_healthy"}
     for name in ("gateway", "worker"):
-        assert services[name]["depends_on"] == {"redis": {"condition": "service_healthy"}}, name
+        assert services[name]["depends_on"] == {"redis": healthy, "postgres": healthy}, name
     # The image's healthcheck polls /healthz on 8000, which only `serve` answers.
     assert "healthcheck" not in services["gateway"]
     for name in ("worker", "sandbox"):
@@ -449,7 +458,9 @@ def test_compose_redis_requires_a_password_that_every_client_carries(compose: di
     services = compose["services"]
     with pytest.raises(MissingVariable):
         interpolate(" ".join(services["redis"]["command"]), {})
-    resolved = interpolate_all(services, {"REDIS_PASSWORD": TEST_PASSWORD})
+    resolved = interpolate_all(
+        services, {"REDIS_PASSWORD": TEST_PASSWORD, "POSTGRES_PASSWORD": TEST_PASSWORD}
+    )
     command = resolved["redis"]["command"]
     assert command[command.index("--requirepass") + 1] == TEST_PASSWORD
     # The healthcheck's redis-cli reads it from there (test_compose_redis_healthcheck_authenticates).
@@ -462,6 +473,25 @@ def test_compose_redis_requires_a_password_that_every_client_carries(compose: di
             interpolate(services[name]["environment"]["REDIS_URL"], {})
         url = urlsplit(resolved[name]["environment"]["REDIS_URL"])
         assert (url.hostname, url.password) == ("redis", TEST_PASSWORD), name
+
+
+def test_compose_postgres_requires_a_password_that_every_client_carries(compose: dict[str, Any]) -> None:
+    """As for Redis: no password in git, none defaulted, and the history volume kept."""
+    services = compose["services"]
+    postgres = services["postgres"]
+    with pytest.raises(MissingVariable):
+        interpolate(postgres["environment"]["POSTGRES_PASSWORD"], {})
+    assert "postgres-data:/var/lib/postgresql/data" in postgres["volumes"]
+    assert "ports" not in postgres  # only the gateway's containers reach it
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    env = {"REDIS_PASSWORD": TEST_PASSWORD, "POSTGRES_PASSWORD": TEST_PASSWORD}
+    resolved = interpolate_all(services, env)
+    assert resolved["postgres"]["environment"]["POSTGRES_PASSWORD"] == TEST_PASSWORD
+    for name in ("gateway", "sandbox", "worker"):
+        with pytest.raises(MissingVariable):
+            interpolate(services[name]["environment"]["DATABASE_URL"], {"REDIS_PASSWORD": TEST_PASSWORD})
+        url = urlsplit(resolved[name]["environment"]["DATABASE_URL"])
+        assert (url.username, url.password) == (postgres["environment"]["POSTGRES_USER"], TEST_PASSWORD), name
 
 
 class MissingVariable(Exception):

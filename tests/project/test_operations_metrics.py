@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.procs import API_KEY, TOKEN, Procs, free_port, signed_callback
 from tests.support.receiver import WebhookReceiver, wait_until
 from tests.support.servers import ServerThread
+from tooling.embedded_postgres import EmbeddedPostgres
 from tooling.embedded_redis import EmbeddedRedis
 from tooling.sandbox import create_sandbox
 
@@ -62,7 +63,9 @@ def family_of(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-async def scrape(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Scrape:
+async def scrape(
+    redis_server: EmbeddedRedis, postgres_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Scrape:
     receiver = WebhookReceiver()
     hooks = ServerThread(receiver.app()).start()
     sandbox = ServerThread(create_sandbox("MAPROCTEST0123456789", TOKEN)).start()
@@ -71,6 +74,7 @@ async def scrape(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathF
         tmp_path_factory.mktemp("metrics"),
         redis_server.url,
         port,
+        database=postgres_server.url(),
         PLIVO_API_URL=sandbox.url,
         WORKER_METRICS_PORT=metrics_port,
         LOG_LEVEL="WARNING",
@@ -97,7 +101,9 @@ async def scrape(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathF
                     text = (await client.get(worker_metrics)).text
                 except httpx.HTTPError:
                     return False
-                return PREFIX + "delivery_latency_seconds" in counted(text)
+                found = counted(text)
+                # ... and its history copied to PostgreSQL by the archiver.
+                return PREFIX + "delivery_latency_seconds" in found and PREFIX + "history_rows" in found
 
             await wait_until(delivered_and_counted, timeout=20, interval=0.1)
             texts = {

@@ -15,12 +15,14 @@ from gateway.store import INBOX_GROUP
 from tests.reliability.harness import Proc, Sender, base_env, gateway_proc, ledger, wait_http, worker_proc
 from tests.support.receiver import WebhookReceiver, wait_until
 from tests.support.servers import ServerThread
+from tooling.embedded_postgres import EmbeddedPostgres
 from tooling.embedded_redis import EmbeddedRedis, free_port
 
 
 @dataclass
 class Rig:
     redis: EmbeddedRedis
+    postgres: EmbeddedPostgres
     receiver: WebhookReceiver
     receiver_server: ServerThread
     prefix: str
@@ -30,7 +32,7 @@ class Rig:
     _counted: int = 0
 
     def env(self, **extra: str) -> dict[str, str]:
-        return base_env(self.redis.url, self.public_url, self.prefix, **extra)
+        return base_env(self.redis.url, self.postgres.url(), self.public_url, self.prefix, **extra)
 
     async def gateway(self, port: int | None = None, log_path: Path | None = None, **extra: str) -> Proc:
         proc = gateway_proc(self.env(**extra), port)
@@ -119,13 +121,16 @@ def redis_dir(tmp_path: Path) -> str:
 async def rig(redis_dir: str, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     fsync = getattr(request, "param", "always")
     redis = EmbeddedRedis(appendonly=True, appendfsync=fsync, directory=redis_dir).start()
+    postgres = EmbeddedPostgres().start()  # its own: a test may stop and start it
     receiver = WebhookReceiver()
     server = ServerThread(receiver.app()).start()
     port = free_port()
-    built = Rig(redis, receiver, server, f"rel{uuid.uuid4().hex[:6]}:", f"http://127.0.0.1:{port}", [])
+    prefix = f"rel{uuid.uuid4().hex[:6]}:"
+    built = Rig(redis, postgres, receiver, server, prefix, f"http://127.0.0.1:{port}", [])
     built.public_port = port  # type: ignore[attr-defined]
     yield built
     for proc in built.procs:
         proc.kill()
     server.stop()
+    postgres.cleanup()
     redis.cleanup()

@@ -31,13 +31,17 @@ AUTH_ID = "MARELIABILITY0000000"
 API_KEY = "reliability-api-key"
 
 
-def base_env(redis_url: str, public_url: str, prefix: str, **extra: str) -> dict[str, str]:
+def base_env(redis_url: str, database_url: str, public_url: str, prefix: str, **extra: str) -> dict[str, str]:
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "PLIVO_", "GATEWAY_", "WORKER_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REDIS_", "PLIVO_", "GATEWAY_", "WORKER_", "DATABASE_"))
     }
     env.update(
         {
             "REDIS_URL": redis_url,
+            "DATABASE_URL": database_url,
+            "GATEWAY_HISTORY_DELAY": "0.1",
             "GATEWAY_KEY_PREFIX": prefix,
             "PLIVO_AUTH_ID": AUTH_ID,
             "PLIVO_AUTH_TOKEN": TOKEN,

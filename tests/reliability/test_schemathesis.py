@@ -15,6 +15,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from gateway.api.app import create_app
 from gateway.settings import Settings
 from tests.support.servers import ServerThread, bound_socket
+from tooling.embedded_postgres import EmbeddedPostgres
 from tooling.embedded_redis import EmbeddedRedis
 from tooling.sandbox import create_sandbox
 
@@ -41,12 +42,17 @@ schema = schemathesis.openapi.from_dict(create_app(_settings()).openapi()).exclu
 
 
 @pytest.fixture(scope="module")
-def live() -> Iterator[str]:
+def live(postgres_server: EmbeddedPostgres) -> Iterator[str]:
     with EmbeddedRedis() as redis:
         sandbox = ServerThread(create_sandbox(AUTH_ID, TOKEN)).start()
         sock = bound_socket()
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        app = create_app(_settings(REDIS_URL=redis.url, PLIVO_API_URL=sandbox.url, GATEWAY_PUBLIC_URL=url))
+        database = postgres_server.url() + "?search_path=schemathesis"
+        app = create_app(
+            _settings(
+                REDIS_URL=redis.url, DATABASE_URL=database, PLIVO_API_URL=sandbox.url, GATEWAY_PUBLIC_URL=url
+            )
+        )
         gateway = ServerThread(app, sock).start()
         yield url
         gateway.stop()

@@ -67,6 +67,7 @@ async def test_load_held_with_a_flaky_subscriber(
     overrides = dict(
         PLIVO_API_URL=f"http://127.0.0.1:{sandbox_port}",
         GATEWAY_RETENTION=ttl,
+        GATEWAY_LINK_TTL=ttl,  # finished requests' records and links (the rest follows the retention)
         GATEWAY_DEDUP_TTL=ttl,
         GATEWAY_NONCE_WINDOW=ttl,
         GATEWAY_IDEMPOTENCY_TTL=ttl,

@@ -63,10 +63,12 @@ async def test_pending_record_holds_only_what_differs_from_defaults(store: Store
     assert record["api_id"] == api_id and record["status"] == "pending" and record["method"] == "POST"
     assert json.loads(record["targets"]) == [{"type": "webhook", "url": "http://x/h", "method": "POST"}]
     assert json.loads(record["metadata"]) == {"n": 1}
-    # No per-request key besides the record, and none of the old layout's indexes.
+    # No per-request key besides the record, and none of the old layout's indexes; the request is
+    # a member of the archive zset until the archiver has copied it to PostgreSQL.
     keys = {k async for k in store.redis.scan_iter(match=store.prefix + "*")}
     kinds = {k[len(store.prefix) :].split(":")[0] for k in keys}
-    assert kinds == {"req", "requests", "due", "refs"}
+    assert kinds == {"req", "requests", "due", "refs", "archive"}
+    assert await store.redis.zrange(store.keys.archive, 0, -1) == ["r:" + api_id]
     assert store.key("requests") not in keys and store.key("deadlines") not in keys
 
 

@@ -172,3 +172,19 @@ async def test_a_consumer_is_forgotten_only_with_nothing_in_its_hands(store: Sto
     await store.redis.xautoclaim(store.inbox, INBOX_GROUP, "recent", min_idle_time=0, start_id="0-0")
     assert await store.forget_idle_consumers(500) == 1
     assert await consumers(store) == {"recent": 1}
+
+
+async def test_a_finished_request_and_its_links_live_for_the_link_ttl(store: Store) -> None:
+    short = Store(store.redis, store.prefix, dedup_ttl=60, retention=3600, grace=300, link_ttl=120)
+    api_id = str(uuid.uuid4())
+    assert await short.save_request(new_request(api_id))
+    assert await short.redis.ttl(short.key("req", api_id)) > 120  # pending: its deadline + the link TTL
+    matched = await short.correlate(
+        f"api:{api_id}", "cb1", entry("cb1", api_id), kind="result", links=["msg:m-1"]
+    )
+    assert matched.outcome == "matched"
+    assert 0 < await short.redis.ttl(short.key("req", api_id)) <= 120
+    assert 0 < await short.redis.ttl(short.key("link", "msg:m-1")) <= 120
+    status = await short.correlate("msg:m-1", "cb2", entry("cb2", api_id), kind="status", seq="1")
+    assert status.api_id == api_id
+    assert 0 < await short.redis.ttl(short.key("state", "msg:m-1")) <= 120

@@ -38,12 +38,15 @@ class Procs:
     logs: list[Path] = field(default_factory=list)
 
     @classmethod
-    def build(cls, logdir: Path, redis_url: str, public_port: int, **extra: Any) -> Procs:
+    def build(cls, logdir: Path, redis_url: str, public_port: int, *, database: str, **extra: Any) -> Procs:
+        """``database``: a PostgreSQL URL without query; the processes get a schema of their own."""
+        prefix = f"p{secrets.token_hex(4)}"
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "REDIS_URL": redis_url,
-            "GATEWAY_KEY_PREFIX": f"p{secrets.token_hex(4)}:",
+            "DATABASE_URL": f"{database}?search_path={prefix}",
+            "GATEWAY_KEY_PREFIX": prefix + ":",
             "PLIVO_AUTH_ID": "MAPROCTEST0123456789",
             "PLIVO_AUTH_TOKEN": TOKEN,
             "GATEWAY_API_KEYS": API_KEY,
@@ -54,6 +57,7 @@ class Procs:
             "GATEWAY_OVERLOAD_FLOOR": "0.5",
             "WORKER_POLL_DELAY": "0.05",
             "WORKER_CLAIM_IDLE": "2",
+            "GATEWAY_HISTORY_DELAY": "0.05",
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "DEBUG",
         }

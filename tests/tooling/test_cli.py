@@ -27,6 +27,7 @@ import typer.main
 
 from tests.support.receiver import WebhookReceiver
 from tests.support.servers import ServerThread
+from tooling.embedded_postgres import EmbeddedPostgres
 from tooling.embedded_redis import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +87,7 @@ def test_dev_runs_everything_and_ctrl_c_leaves_no_orphan(tmp_path: Path) -> None
         assert f"http://127.0.0.1:{port}" in text
         assert "curl -s -X POST" in text
         kids = children_of(proc.pid)
-        assert len(kids) == 4  # redis-server, sandbox, worker, server
+        assert len(kids) == 5  # redis-server, postgres, sandbox, worker, server
         auth = {"Authorization": f"Bearer {key.group(1)}"}
         base = f"http://127.0.0.1:{port}"
         body = {"resource": "Message/", "params": {"src": "1", "dst": "2", "text": "hi"}}
@@ -375,10 +376,44 @@ def test_urls_in_start_lines_have_their_passwords_masked(url: str, shown: str) -
     assert mask_url(url) == shown
 
 
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_serve_and_worker_refuse_to_start_without_a_database(tmp_path: Path, command: str) -> None:
+    env = clean_env(GATEWAY_API_KEYS="k" * 20, PLIVO_AUTH_TOKEN="t" * 20)
+    result = (
+        cli_run(command, "--port", str(free_port()), cwd=tmp_path, env=env)
+        if command == "serve"
+        else (cli_run(command, cwd=tmp_path, env=env))
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if "DATABASE_URL" in line]
+    assert len(lines) == 1 and lines[0].startswith("  DATABASE_URL: needed"), result.stderr
+    assert "postgresql://" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_migrate_applies_the_schema_once_and_says_so(tmp_path: Path) -> None:
+    with EmbeddedPostgres() as server:
+        env = clean_env(DATABASE_URL=server.url())
+        first = cli_run("migrate", cwd=tmp_path, env=env)
+        again = cli_run("migrate", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert re.search(r"^applied 0001_history$", first.stdout, re.M), first.stdout
+    assert first.stdout.splitlines()[-1] == again.stdout.strip() == "schema at version 1"
+
+
+def test_migrate_without_a_reachable_database_exits_with_one_line(tmp_path: Path) -> None:
+    url = f"postgresql://app:dbpassw0rd@127.0.0.1:{free_port()}/gateway"
+    result = cli_run("migrate", cwd=tmp_path, env=clean_env(DATABASE_URL=url))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.fullmatch(r"migrate: cannot reach DATABASE_URL: .+\n", result.stderr), result.stderr
+    assert "dbpassw0rd" not in result.stdout + result.stderr
+
+
 def test_a_worker_started_before_its_redis_waits_for_it_then_works(tmp_path: Path) -> None:
     port, metrics_port = free_port(), free_port()
     env = clean_env(
         REDIS_URL=f"redis://127.0.0.1:{port}/0",
+        # Nothing listens there either: history waits for its PostgreSQL the same way.
+        DATABASE_URL=f"postgresql://gateway@127.0.0.1:{free_port()}/gateway",
         WORKER_METRICS_PORT=str(metrics_port),
         LOG_LEVEL="INFO",
     )
@@ -405,7 +440,10 @@ def test_a_worker_started_before_its_redis_waits_for_it_then_works(tmp_path: Pat
 
 def test_a_worker_whose_redis_refuses_its_password_exits_with_one_line(tmp_path: Path) -> None:
     with EmbeddedRedis() as server:
-        env = clean_env(REDIS_URL=f"redis://:wrongpassword@127.0.0.1:{server.port}/0")
+        env = clean_env(
+            REDIS_URL=f"redis://:wrongpassword@127.0.0.1:{server.port}/0",
+            DATABASE_URL=f"postgresql://gateway@127.0.0.1:{free_port()}/gateway",
+        )
         result = cli_run("worker", cwd=tmp_path, env=env)
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"^worker: AuthenticationError: ", result.stderr, re.M), result.stderr

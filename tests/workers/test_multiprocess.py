@@ -16,6 +16,7 @@ import httpx
 from tests.support.procs import API_KEY, TOKEN, WEBHOOK_SECRET, Procs, free_port, signed_callback
 from tests.support.receiver import WebhookReceiver, wait_until
 from tests.support.servers import ServerThread
+from tooling.embedded_postgres import EmbeddedPostgres
 from tooling.embedded_redis import EmbeddedRedis
 from tooling.sandbox import create_sandbox
 
@@ -24,13 +25,15 @@ CALL = {"from": "14155550100", "to": "14155550123", "answer_url": "https://examp
 
 
 async def test_two_apis_two_workers_one_event_per_callback_and_no_secret_in_logs(
-    redis_server: EmbeddedRedis, tmp_path: Path
+    redis_server: EmbeddedRedis, postgres_server: EmbeddedPostgres, tmp_path: Path
 ) -> None:
     receiver = WebhookReceiver()
     hooks = ServerThread(receiver.app()).start()
     sandbox = ServerThread(create_sandbox("MAPROCTEST0123456789", TOKEN)).start()
     ports = [free_port(), free_port()]
-    procs = Procs.build(tmp_path, redis_server.url, ports[0], PLIVO_API_URL=sandbox.url)
+    procs = Procs.build(
+        tmp_path, redis_server.url, ports[0], database=postgres_server.url(), PLIVO_API_URL=sandbox.url
+    )
     try:
         for port in ports:
             procs.serve(port)

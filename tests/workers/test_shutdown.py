@@ -15,6 +15,7 @@ import pytest
 from tests.support.procs import API_KEY, TOKEN, Procs, free_port, signed_callback
 from tests.support.receiver import WebhookReceiver, wait_until
 from tests.support.servers import ServerThread
+from tooling.embedded_postgres import EmbeddedPostgres
 from tooling.embedded_redis import EmbeddedRedis
 from tooling.sandbox import create_sandbox
 
@@ -42,7 +43,7 @@ async def _submit_and_call_back(client: httpx.AsyncClient, api: str, hook: str) 
     ids=["in-flight-finish", "grace-cut-retried-elsewhere"],
 )
 async def test_sigterm_to_a_worker_mid_stream_loses_nothing(
-    redis_server: EmbeddedRedis, tmp_path: Path, grace: str, hang: float
+    redis_server: EmbeddedRedis, postgres_server: EmbeddedPostgres, tmp_path: Path, grace: str, hang: float
 ) -> None:
     receiver = WebhookReceiver(hang=hang)
     hooks = ServerThread(receiver.app()).start()
@@ -53,6 +54,7 @@ async def test_sigterm_to_a_worker_mid_stream_loses_nothing(
         tmp_path,
         redis_server.url,
         port,
+        database=postgres_server.url(),
         PLIVO_API_URL=sandbox.url,
         GATEWAY_DELIVERY_TIMEOUT=3,
         LOG_LEVEL="INFO",
@@ -97,12 +99,19 @@ async def test_sigterm_to_a_worker_mid_stream_loses_nothing(
 
 
 async def test_sigterm_to_serve_lets_the_request_in_flight_complete(
-    redis_server: EmbeddedRedis, tmp_path: Path
+    redis_server: EmbeddedRedis, postgres_server: EmbeddedPostgres, tmp_path: Path
 ) -> None:
     sandbox = ServerThread(create_sandbox("MAPROCTEST0123456789", TOKEN)).start()
     port = free_port()
     api = f"http://127.0.0.1:{port}"
-    procs = Procs.build(tmp_path, redis_server.url, port, PLIVO_API_URL=sandbox.url, LOG_LEVEL="INFO")
+    procs = Procs.build(
+        tmp_path,
+        redis_server.url,
+        port,
+        database=postgres_server.url(),
+        PLIVO_API_URL=sandbox.url,
+        LOG_LEVEL="INFO",
+    )
     try:
         server = procs.serve(port)
         async with httpx.AsyncClient(timeout=20) as client:
@@ -126,11 +135,13 @@ async def test_sigterm_to_serve_lets_the_request_in_flight_complete(
         sandbox.stop()
 
 
-async def test_a_worker_whose_redis_is_gone_still_stops_cleanly(tmp_path: Path) -> None:
+async def test_a_worker_whose_redis_is_gone_still_stops_cleanly(
+    tmp_path: Path, postgres_server: EmbeddedPostgres
+) -> None:
     # Redis stopped first (a host shutdown, a bench tearing down): SIGTERM still ends the worker
     # with status 0, its HTTP client closed, no traceback.
     server = EmbeddedRedis().start()
-    procs = Procs.build(tmp_path, server.url, free_port(), LOG_LEVEL="INFO")
+    procs = Procs.build(tmp_path, server.url, free_port(), database=postgres_server.url(), LOG_LEVEL="INFO")
     try:
         worker = procs.worker()
 

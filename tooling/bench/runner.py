@@ -20,15 +20,17 @@ from tooling.bench import e2e, ingest, memory, procs, report
 from tooling.bench.context import Run
 from tooling.bench.load import generator_name
 from tooling.bench.options import BenchOptions, check
+from tooling.embedded_postgres import EmbeddedPostgres
 from tooling.embedded_redis import EmbeddedRedis, free_port
 
 PREFIX = "cg:"
 
 
-def _env(redis_url: str, port: int, token: str, opts: BenchOptions) -> dict[str, str]:
+def _env(redis_url: str, database_url: str, port: int, token: str, opts: BenchOptions) -> dict[str, str]:
     return {
         **os.environ,
         "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
         "GATEWAY_KEY_PREFIX": PREFIX,
         "PLIVO_AUTH_ID": "MABENCH0000000000000",
         "PLIVO_AUTH_TOKEN": token,
@@ -50,10 +52,12 @@ def _stack(opts: BenchOptions, workdir: Path) -> Iterator[Run]:
         own_redis: EmbeddedRedis | None = None
         if opts.url is None or opts.redis_url is None:
             own_redis = stack.enter_context(EmbeddedRedis())
+        # The workers the bench starts keep history too: in DATABASE_URL's PostgreSQL, else their own.
+        database_url = os.environ.get("DATABASE_URL") or stack.enter_context(EmbeddedPostgres()).url()
         if opts.url is None:
             assert own_redis is not None
             port, token = free_port(), secrets.token_urlsafe(30)
-            env = _env(own_redis.url, port, token, opts)
+            env = _env(own_redis.url, database_url, port, token, opts)
             procs.serve(children, "gateway", procs.GATEWAY_FACTORY, port, opts.server_workers, env)
             yield Run(
                 opts,
@@ -71,7 +75,7 @@ def _stack(opts: BenchOptions, workdir: Path) -> Iterator[Run]:
             return
         port = urlsplit(opts.url).port or 80
         redis_url = opts.redis_url or (own_redis.url if own_redis else "")
-        env = _env(redis_url, port, opts.auth_token or "", opts)
+        env = _env(redis_url, database_url, port, opts.auth_token or "", opts)
         yield Run(
             opts,
             workdir,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict, cast
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
@@ -11,9 +11,14 @@ from fastapi.responses import JSONResponse
 from gateway.api.checks import disabled_subscription, enable_first, time_ms
 from gateway.api.deps import ApiKey, State
 from gateway.api.pagination import page
+from gateway.api.state import GatewayState
 from gateway.domain.errors import BadRequest, NotFound, new_api_id
 from gateway.domain.events import iso_ms
+from gateway.domain.history import DeliveryRow
+from gateway.services.history_reads import Row, changed, cold_store, merge_page
 from gateway.store.delivery import AttemptLog, DeliveryQuery, DeliveryRecord
+
+Found = tuple[DeliveryRecord, list[AttemptLog]]
 
 router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
 events_router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -92,8 +97,25 @@ async def list_deliveries(
         offset=offset,
         limit=limit,
     )
-    total, ids = await state.deliveries.query(query)
-    found = await state.deliveries.get_deliveries(ids)
+    trees = await changed(state.archive)
+    history = cold_store(state.history)
+    in_redis = [d for c in trees for d in c.tree.deliveries]  # changed since copied: Redis is current
+    matching = [d.delivery_id for d in in_redis if _matches(d, query)]
+    hot = [
+        (int(r.get("created_at") or 0), r["id"], (r, log))
+        for r, log in await state.deliveries.get_deliveries(matching)
+    ]
+    total, estimated, cold = await history.list_deliveries(
+        status=query.status,
+        subscription=query.subscription,
+        event_type=query.event_type,
+        since_ms=query.since_ms,
+        until_ms=query.until_ms,
+        exclude=[d.delivery_id for d in in_redis],
+        skip=0,
+        n=offset + limit,
+    )
+    listing = merge_page(hot, total, cast(list[Row[Found]], cold), estimated, offset, limit)
     filters = {
         "status": status or "",
         "subscription_id": subscription_id or "",
@@ -101,18 +123,54 @@ async def list_deliveries(
         "created_at__gte": created_at__gte or "",
         "created_at__lte": created_at__lte or "",
     }
-    meta = page("/v1/deliveries", limit, offset, total, filters)
-    objects = [delivery_view(r, log) for r, log in found]
+    meta = page("/v1/deliveries", limit, offset, listing.total, filters, estimated=listing.estimated)
+    objects = [delivery_view(r, log) for r, log in listing.items]
     return {"api_id": new_api_id(), "message": "deliveries listed", **meta, "objects": objects}
+
+
+def _matches(d: DeliveryRow, q: DeliveryQuery) -> bool:
+    return (
+        (not q.status or d.status == q.status)
+        and (not q.subscription or d.subscription_id == q.subscription)
+        and (not q.event_type or d.event_type == q.event_type)
+        and (q.since_ms is None or d.created_at >= q.since_ms)
+        and (q.until_ms is None or d.created_at <= q.until_ms)
+    )
+
+
+async def _find(state: GatewayState, delivery_id: str) -> Found | None:
+    """A delivery and its log: from Redis while it is there, else from PostgreSQL."""
+    found = await state.deliveries.get_deliveries([delivery_id])
+    if found:
+        return found[0]
+    cold = await cold_store(state.history).get_delivery(delivery_id)
+    return cast(Found | None, cold)
+
+
+async def _back_in_redis(state: GatewayState, delivery_id: str) -> Found | None:
+    """A delivery Redis has let go, put back from PostgreSQL (record, log, event) to be re-armed."""
+    found = await state.deliveries.get_deliveries([delivery_id])
+    if found:
+        return found[0]
+    history = cold_store(state.history)
+    cold = await history.get_delivery(delivery_id)
+    if cold is None:
+        return None
+    record, log = cold
+    event = await history.get_event(record["event_id"])
+    if event is None:
+        return None
+    await state.archive.rehydrate(record, log, event, state.settings.GATEWAY_RETENTION)
+    return cast(Found, cold)
 
 
 @router.get("/{delivery_id}")
 async def get_delivery(delivery_id: str, state: State, _: ApiKey) -> dict[str, Any]:
-    """One delivery and its attempts."""
-    found = await state.deliveries.get_deliveries([delivery_id])
-    if not found:
+    """One delivery and its attempts (from PostgreSQL once Redis has let it go)."""
+    found = await _find(state, delivery_id)
+    if found is None:
         raise NotFound(f"no delivery with id {delivery_id}")
-    record, log = found[0]
+    record, log = found
     return {"api_id": new_api_id(), "message": "delivery found", "delivery": delivery_view(record, log)}
 
 
@@ -120,11 +178,12 @@ async def get_delivery(delivery_id: str, state: State, _: ApiKey) -> dict[str, A
 async def retry_delivery(delivery_id: str, state: State, _: ApiKey) -> JSONResponse:
     """Attempt a failed (or succeeded) delivery again, with a fresh retry schedule. A succeeded
     one is sent again (receivers dedupe by ``webhook-id``, the same event id); one whose
-    subscription is disabled is refused (400): enable the subscription first."""
-    found = await state.deliveries.get_deliveries([delivery_id])
-    if not found:
+    subscription is disabled is refused (400): enable the subscription first. One that Redis has
+    let go is put back from PostgreSQL first: the same delivery, the same ``webhook-id``."""
+    found = await _back_in_redis(state, delivery_id)
+    if found is None:
         raise NotFound(f"no delivery with id {delivery_id}")
-    record = found[0][0]
+    record = found[0]
     disabled = await disabled_subscription(state, record)
     if disabled:
         raise enable_first(disabled)
@@ -148,14 +207,19 @@ async def retry_delivery(delivery_id: str, state: State, _: ApiKey) -> JSONRespo
 @events_router.post("/{event_id}/replay", status_code=202)
 async def replay_event(event_id: str, state: State, _: ApiKey) -> JSONResponse:
     """Deliver an event to all of its targets again (queue targets too: a new job). Deliveries
-    still pending, and those of disabled subscriptions, are left out and listed in ``skipped``."""
-    if await state.deliveries.get_event(event_id) is None:
-        raise NotFound(f"no event with id {event_id}")
+    still pending, and those of disabled subscriptions, are left out and listed in ``skipped``.
+    An event Redis has let go is put back from PostgreSQL first (the same ``webhook-id``)."""
+    delivery_ids = await state.deliveries.event_deliveries(event_id)
+    if await state.deliveries.get_event(event_id) is None:  # Redis let it go: put it back
+        history = cold_store(state.history)
+        if await history.get_event(event_id) is None:
+            raise NotFound(f"no event with id {event_id}")
+        delivery_ids = sorted({r["id"] for r in await history.event_deliveries(event_id)})
+        for dlv_id in delivery_ids:
+            await _back_in_redis(state, dlv_id)
     queued: list[str] = []
     skipped: list[dict[str, str]] = []
-    for record, _log in await state.deliveries.get_deliveries(
-        await state.deliveries.event_deliveries(event_id)
-    ):
+    for record, _log in await state.deliveries.get_deliveries(delivery_ids):
         dlv_id = record["id"]
         disabled = await disabled_subscription(state, record)
         if disabled:

@@ -25,11 +25,15 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get(
-    "/readyz", responses={503: {"description": "not ready: Redis unreachable or no fresh worker heartbeat"}}
+    "/readyz",
+    responses={
+        503: {"description": "not ready: Redis unreachable, no worker heartbeat, or history backlog full"}
+    },
 )
 async def readyz(state: State) -> JSONResponse:
-    """Ready to take traffic: Redis answers and (unless GATEWAY_READY_REQUIRES_WORKER is false) a
-    worker's heartbeat is fresh."""
+    """Ready to take traffic: Redis answers, (unless GATEWAY_READY_REQUIRES_WORKER is false) a
+    worker's heartbeat is fresh, and the history backlog is below GATEWAY_HISTORY_BACKLOG_MAX.
+    ``history`` says whether PostgreSQL is reachable (down alone does not make it unready)."""
     settings = state.settings
     try:
         await state.redis.ping()
@@ -38,12 +42,23 @@ async def readyz(state: State) -> JSONResponse:
         down = {"api_id": new_api_id(), "error": "not ready: Redis unreachable"}
         return JSONResponse({**down, "status": "unavailable", "redis": "down"}, status_code=503)
     fresh = age is not None and age <= settings.WORKER_HEARTBEAT_TTL
+    backlog = state.backlog
+    history_error = await state.history.check()
     body = {
         "status": "ready",
         "redis": "up",
         "worker": "up" if fresh else "down",
         "worker_heartbeat_age": None if age is None else round(age, 3),
+        # PostgreSQL down does not stop ingest or delivery: history waits in the backlog.
+        "history": "down" if history_error else "up",
+        "history_backlog": backlog.size,
+        "history_backlog_max": backlog.limit,
     }
+    if history_error:
+        body["history_error"] = history_error
+    if backlog.full:
+        error = {"api_id": new_api_id(), "error": "not ready: history backlog full (PostgreSQL behind)"}
+        return JSONResponse({**error, **body, "status": "unavailable"}, status_code=503)
     if settings.GATEWAY_READY_REQUIRES_WORKER and not fresh:
         error = {"api_id": new_api_id(), "error": "not ready: no worker heartbeat"}
         return JSONResponse({**error, **body, "status": "unavailable"}, status_code=503)

@@ -304,6 +304,9 @@ class Receiver:
         return cb_id, entry
 
     async def _store(self, cb_id: str, entry_json: str, replay_key: str) -> None:
+        if self.state is not None and self.state.backlog.full:
+            _NOT_STORED.inc()
+            self.state.backlog.check()  # 503: Plivo sends it again once history has caught up
         try:
             stored = await self._ingest(cb_id, entry_json, replay_key)
         except (RedisError, OSError) as exc:

@@ -9,10 +9,10 @@ import secrets
 import time
 from dataclasses import replace
 from functools import partial
-from typing import Annotated, Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict, cast
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -33,11 +33,14 @@ from gateway.domain.errors import (
     new_api_id,
 )
 from gateway.domain.events import EventJson, iso_ms
+from gateway.domain.history import attempt_view
+from gateway.domain.history import timeline as history_timeline
 from gateway.infra import logs, metrics, tracing
 from gateway.services import netguard, queue_names
+from gateway.services.history_reads import Row, changed, cold_store, merge_page, request_tree
 from gateway.services.idempotency import Reply, run_idempotent
 from gateway.services.webhook_policy import https_refusal
-from gateway.store import NewRequest
+from gateway.store import NewRequest, now_ms
 from gateway.store.records import RequestRecord
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"])
@@ -177,6 +180,7 @@ async def submit(request: Request, state: State, key: ApiKey) -> JSONResponse:
     """Send a request to Plivo asynchronously; its result arrives later as events."""
     body, body_hash = await _parse_submit(request, state)
     status_url_conflict(body)
+    state.backlog.check()  # 503 while history cannot keep up (nothing is sent upstream)
     traceparent = ""
     if state.settings.GATEWAY_TRACE_PROPAGATION:
         traceparent = tracing.incoming_or_new(request.headers.get("traceparent"))
@@ -214,6 +218,7 @@ class RequestSummary(TypedDict):
     submitted_at: str | None
     completed_at: str | None
     upstream_error: NotRequired[str]  # status unknown only
+    erased_at: NotRequired[str | None]  # its payloads were erased (DELETE /v1/requests/{api_id})
 
 
 def _summary(record: RequestRecord) -> RequestSummary:
@@ -227,6 +232,8 @@ def _summary(record: RequestRecord) -> RequestSummary:
     }
     if record.get("upstream_error"):
         summary["upstream_error"] = record["upstream_error"]
+    if record.get("erased_at"):
+        summary["erased_at"] = _iso(record.get("erased_at"))
     return summary
 
 
@@ -238,14 +245,26 @@ async def list_requests(
     limit: Annotated[int, Query(ge=1, le=20)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    """Submitted requests, newest first, optionally of one status."""
-    total, records = await state.store.list_requests(status, limit, offset)
-    meta = page("/v1/requests", limit, offset, total, {"status": status or ""})
+    """Submitted requests, newest first, optionally of one status (Redis and PostgreSQL:
+    ``gateway.services.history_reads``)."""
+    trees = await changed(state.archive)
+    history = cold_store(state.history)
+    hot: list[Row[RequestRecord]] = [
+        (c.tree.request.submitted_at, c.api_id, cast(RequestRecord, c.tree.request.record))
+        for c in trees
+        if c.tree.request is not None and (status is None or c.tree.request.status == status)
+    ]
+    exclude = [c.api_id for c in trees if c.api_id]
+    total, estimated, cold = await history.list_requests(status, exclude, 0, offset + limit)
+    listing = merge_page(hot, total, cast(list[Row[RequestRecord]], cold), estimated, offset, limit)
+    meta = page(
+        "/v1/requests", limit, offset, listing.total, {"status": status or ""}, estimated=listing.estimated
+    )
     return {
         "api_id": new_api_id(),
         "message": "requests listed",
         **meta,
-        "objects": [_summary(r) for r in records],
+        "objects": [_summary(r) for r in listing.items],
     }
 
 
@@ -256,20 +275,59 @@ async def status(
     _: ApiKey,
     wait: Annotated[float, Query(ge=0, le=60)] = 0,
 ) -> dict[str, Any]:
-    """The state of one submitted request, its result and its events; ``wait`` holds it open
-    (up to 60 s) until the request leaves ``pending``."""
-    found = await _wait_while_pending(state, api_id, wait)
-    if found is None:
+    """The state of one submitted request, its result, its events and every delivery attempt;
+    ``wait`` holds it open (up to 60 s) until the request leaves ``pending``. Read from Redis while
+    it is hot, from PostgreSQL (history) once Redis has let it go."""
+    if wait > 0:
+        await _wait_while_pending(state, api_id, wait)
+    tree = await request_tree(state.archive, state.history, api_id)
+    if tree is None or tree.request is None:
         raise NotFound(f"no request with api_id {api_id}")
-    record, events = found
+    record = cast(RequestRecord, tree.request.record)  # decode_record's, as either store keeps it
     result_entry = _loads(record.get("result"), None)
     return {
         **_summary(record),
         "api_id": api_id,
         "message": "request found",
         "result": result_entry.get("p") if result_entry else None,
-        "events": events,
+        "events": [e.body for e in tree.events],
+        "attempts": [attempt_view(a, iso_ms) for a in tree.attempts],
     }
+
+
+@router.get("/{api_id}/timeline")
+async def timeline(api_id: str, state: State, _: ApiKey) -> dict[str, Any]:
+    """Everything that happened to the request, in time order: ``submitted``, ``upstream_reply``,
+    each ``callback`` (signature version; early, late), each ``event``, each delivery ``attempt``
+    and each queue ``job``. Not paginated."""
+    tree = await request_tree(state.archive, state.history, api_id)
+    if tree is None or tree.request is None:
+        raise NotFound(f"no request with api_id {api_id}")
+    return {
+        "api_id": api_id,
+        "message": "timeline of the request",
+        "timeline": history_timeline(tree, iso_ms),
+    }
+
+
+@router.delete("/{api_id}", status_code=204, response_class=Response)
+async def erase(api_id: str, state: State, _: ApiKey) -> Response:
+    """Erase a finished request's payloads (params, metadata, result, callback bodies, event data,
+    answer excerpts) from Redis and PostgreSQL, keeping the bare facts (ids, types, times,
+    statuses) with ``erased_at``. A request still pending, or with a delivery still pending, is
+    refused (400): erase it once it is finished."""
+    tree = await request_tree(state.archive, state.history, api_id)
+    if tree is None or tree.request is None:
+        raise NotFound(f"no request with api_id {api_id}")
+    if tree.request.status in ("pending", "unknown"):
+        raise BadRequest(f"request {api_id} is {tree.request.status}: it can be erased once it is finished")
+    if any(d.status == "pending" for d in tree.deliveries):
+        raise BadRequest(f"request {api_id} has deliveries still pending: erase it once they are final")
+    history = cold_store(state.history)
+    await state.archive.erase(api_id, tree, now_ms())
+    await history.erase(api_id)
+    log.info("request_erased", api_id=api_id)
+    return Response(status_code=204)
 
 
 async def _wait_while_pending(

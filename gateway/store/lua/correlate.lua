@@ -46,9 +46,10 @@ if kind == 'result' then
   else
     if status == 'timed_out' then outcome = 'late' end
     redis.call('HSET', rkey, 's', 'completed', 'x', entry, 'b', cb, 'c', now)
-    -- A finished request is kept for the retention period from now, not from its deadline.
+    -- A finished request is kept for link_ttl (GATEWAY_LINK_TTL) from now, not from its deadline,
+    -- so that late status callbacks find it (its history is in PostgreSQL for the retention).
     -- Its entry in due:{timeout} stays; the sweep skips it when its deadline comes.
-    redis.call('EXPIRE', rkey, retention)
+    redis.call('EXPIRE', rkey, link_ttl)
     move(p, api_id, status, 'completed', info[6])
     for _, lk in ipairs(links) do
       redis.call('SET', p .. {{LINK}} .. lk, api_id, 'EX', link_ttl)
@@ -69,7 +70,7 @@ elseif seq ~= '' then
     outcome = 'stale'
   else
     redis.call('HSET', skey, 'seq', seq, 'cb', cb)
-    redis.call('EXPIRE', skey, retention)
+    redis.call('EXPIRE', skey, link_ttl)
   end
 end
 return {outcome, api_id, status, info[3] or '', info[4] or '', info[5] or ''}

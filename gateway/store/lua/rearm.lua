@@ -3,9 +3,10 @@
 -- (re-read), -4 if its event has expired (nothing to deliver).
 --! args: p id expected_cycle now retention queue payload
 --#include lib/schedule.lua
+--#include lib/archive.lua
 now, retention = tonumber(now), tonumber(retention)
 local dkey = p .. {{DLV}} .. id
-local cur = redis.call('HMGET', dkey, 'status', 'cycle', 'created_at', 'event_id')
+local cur = redis.call('HMGET', dkey, 'status', 'cycle', 'created_at', 'event_id', 'api_id')
 if not cur[1] then return -2 end
 if cur[1] == 'pending' then return -1 end
 if cur[2] ~= expected_cycle then return -3 end
@@ -19,4 +20,5 @@ redis.call('EXPIRE', p .. {{DLVLOG}} .. id, retention)
 redis.call('ZREM', p .. {{DELIVERIES_STATUS}} .. cur[1], id)
 redis.call('ZADD', p .. {{DELIVERIES_STATUS}} .. 'pending', tonumber(cur[3]) or now, id)
 schedule(queue, id .. ':c' .. cycle .. ':a1', payload, now)
+archive(p .. {{ARCHIVE}}, cur[5] and ('r:' .. cur[5]) or ('e:' .. cur[4]))
 return cycle

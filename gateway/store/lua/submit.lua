@@ -3,12 +3,14 @@
 -- inbox: whichever of submit and callback runs first, exactly one correlation completes it.
 -- park_ref and ref_bucket are '' when the request has no ref. fields: field/value pairs.
 -- Returns 0 when the request exists already, else 1 + the number of callbacks moved.
---! keys: req requests due due_queue inbox unmatched park_api park_ref ref_bucket
+--! keys: req requests due due_queue inbox unmatched park_api park_ref ref_bucket archive_key
 --! args: retention api_id submitted deadline timeout ref packed_id ...fields
+--#include lib/archive.lua
 if redis.call('EXISTS', req) == 1 then return 0 end
 redis.call('HSET', req, unpack(fields))
 redis.call('PEXPIREAT', req, tonumber(deadline) + tonumber(retention) * 1000)
 redis.call('ZADD', requests, submitted, api_id)
+archive(archive_key, 'r:' .. api_id)
 if redis.call('RPUSH', due_queue, packed_id) == 1 then redis.call('ZADD', due, deadline, timeout) end
 if ref ~= '' then
   redis.call('HSET', ref_bucket, ref, packed_id)

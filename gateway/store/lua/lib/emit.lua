@@ -1,4 +1,5 @@
 --#include lib/trim.lua
+--#include lib/archive.lua
 -- Store an event and its delivery records once. dl holds (delivery_id, target_json, sub_id)
 -- triples from index first to last. Returns {created, states}.
 local function emit(p, eid, event_json, ret, now, api_id, etype, dl, first, last)
@@ -16,6 +17,7 @@ local function emit(p, eid, event_json, ret, now, api_id, etype, dl, first, last
       redis.call('HSET', dkey, 'id', id, 'event_id', eid, 'event_type', etype, 'target', dl[i + 1],
                  'sub', sub, 'status', 'pending', 'attempts', 0, 'cycle', 0, 'deferrals', 0,
                  'created_at', now, 'updated_at', now)
+      if api_id ~= '' then redis.call('HSET', dkey, 'api_id', api_id) end
       redis.call('EXPIRE', dkey, ret)
       redis.call('SADD', p .. {{EVTDLV}} .. eid, id)
       for _, k in ipairs(idx) do redis.call('ZADD', k, now, id) end
@@ -28,6 +30,7 @@ local function emit(p, eid, event_json, ret, now, api_id, etype, dl, first, last
       redis.call('EXPIRE', p .. {{EVTDLV}} .. eid, ret)
       for _, k in ipairs(idx) do trim(k, cutoff) end
     end
+    archive(p .. {{ARCHIVE}}, api_id ~= '' and ('r:' .. api_id) or ('e:' .. eid))
   end
   -- Whoever waits on the request (GET ?wait=, SSE) finds its event stored from now on.
   if api_id ~= '' then redis.call('PUBLISH', p .. {{NOTIFY}}, api_id) end

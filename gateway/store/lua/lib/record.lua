@@ -1,6 +1,7 @@
 --#include lib/trim.lua
 --#include lib/schedule.lua
 --#include lib/keep.lua
+--#include lib/archive.lua
 -- Record one attempt and, when it is to be retried, write its retry job. Only a pending delivery
 -- of the expected cycle changes: a late result cannot turn a succeeded delivery into a failed one.
 -- cycle: '' = any; next_at: the retry's time or ''; log: the attempt's log entry or ''; job_id:
@@ -9,7 +10,7 @@ local function record(p, ret, queue, id, cycle, status, attempts, code, err, now
                       payload)
   now = tonumber(now)
   local dkey = p .. {{DLV}} .. id
-  local cur = redis.call('HMGET', dkey, 'status', 'cycle', 'created_at', 'event_id')
+  local cur = redis.call('HMGET', dkey, 'status', 'cycle', 'created_at', 'event_id', 'api_id')
   if not cur[1] then return 'missing' end
   if cur[1] ~= 'pending' or (cycle ~= '' and cur[2] ~= cycle) then return cur[1] end
   redis.call('HSET', dkey, 'status', status, 'attempts', attempts, 'last_code', code,
@@ -28,6 +29,7 @@ local function record(p, ret, queue, id, cycle, status, attempts, code, err, now
     redis.call('ZADD', p .. {{DELIVERIES_STATUS}} .. status, created, id)
     trim(p .. {{DELIVERIES_STATUS}} .. status, now - ret * 1000)
   end
+  if status ~= 'pending' then archive(p .. {{ARCHIVE}}, cur[5] and ('r:' .. cur[5]) or ('e:' .. cur[4])) end
   if job_id ~= '' then schedule(queue, job_id, payload, tonumber(next_at)) end
   if status == 'pending' and next_at ~= '' then keep(p, id, cur[4], ret, now, tonumber(next_at)) end
   return status

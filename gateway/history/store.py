@@ -1,0 +1,465 @@
+"""The history store: PostgreSQL through an asyncpg pool.
+
+Writes are idempotent upserts of whole trees (``gateway.domain.history.Tree``) in one transaction a
+batch: replaying a batch after a crash writes the same rows again. Reads serve what Redis no longer
+holds: a request with its events and attempts, and its timeline.
+
+asyncpg, not psycopg 3: measured with both on the same embedded PostgreSQL (500-row upsert batches,
+docs/performance.md), the database took the same time but the client spent 4.6-4.9 µs of CPU a
+row against psycopg's 15.7-21.9 µs, and the writer shares its process with the delivery worker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from gateway.domain.history import FINAL_REQUEST, AttemptRow, DeliveryRow, EventRow, RequestRow, Tree
+from gateway.history import partitions
+from gateway.history.migrate import migrate
+
+if TYPE_CHECKING:
+    from gateway.history.migrate import Conn
+
+
+def ts(ms: int | None) -> dt.datetime | None:
+    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+
+def ms(value: dt.datetime | None) -> int | None:
+    return None if value is None else round(value.timestamp() * 1000)
+
+
+def iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+COUNT_EXACT_MAX = 10_000  # list totals above this many rows are the planner's estimate
+
+_UPSERT_REQUEST = """
+INSERT INTO requests (api_id, submitted_at, status, resource, method, finished_at, metadata, record,
+    erased_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9)
+ON CONFLICT (api_id, submitted_at) DO UPDATE SET status = excluded.status,
+    finished_at = excluded.finished_at, metadata = excluded.metadata,
+    record = CASE WHEN excluded.erased_at IS NULL THEN requests.record || excluded.record
+                  ELSE excluded.record END,
+    erased_at = excluded.erased_at, archived_at = now()
+WHERE requests.erased_at IS NULL"""
+
+_UPSERT_EVENT = """
+INSERT INTO events (event_id, created_at, api_id, type, body) VALUES ($1, $2, $3, $4, $5::jsonb)
+ON CONFLICT (event_id, created_at) DO NOTHING"""
+
+_UPSERT_DELIVERY = """
+INSERT INTO deliveries (delivery_id, created_at, event_id, api_id, event_type, subscription_id, target,
+    status, attempts, cycle, updated_at, record)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12::jsonb)
+ON CONFLICT (delivery_id, created_at) DO UPDATE SET status = excluded.status,
+    attempts = excluded.attempts, cycle = excluded.cycle, updated_at = excluded.updated_at,
+    record = excluded.record
+WHERE deliveries.updated_at <= excluded.updated_at"""
+
+_UPSERT_ATTEMPT = """
+INSERT INTO attempts (delivery_id, cycle, attempt, at, event_id, api_id, target, outcome, status_code,
+    duration_ms, error, response)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (delivery_id, cycle, attempt, at) DO NOTHING"""
+
+
+# What an erased request keeps: the facts, not the payloads.
+_ERASE_REQUEST = """
+UPDATE requests SET metadata = '{}', erased_at = coalesce(erased_at, now()),
+    record = jsonb_strip_nulls(jsonb_build_object(
+        'api_id', api_id, 'status', status, 'resource', resource, 'method', method,
+        'submitted_at', record->'submitted_at', 'completed_at', record->'completed_at',
+        'timed_out_at', record->'timed_out_at', 'result_cb', record->'result_cb',
+        'archived', record->'archived'))
+WHERE api_id = $1"""
+_ERASE_EVENTS = """
+UPDATE events SET erased_at = coalesce(erased_at, now()),
+    body = jsonb_strip_nulls(jsonb_build_object(
+        'id', event_id, 'type', type, 'created_at', body->'created_at', 'api_id', api_id))
+WHERE api_id = $1"""
+
+
+class HistoryStore:
+    def __init__(self, pool: asyncpg.Pool, *, retention_s: int) -> None:
+        self.pool = pool
+        self.retention_s = retention_s
+        self._days: set[dt.date] = set()  # days whose partitions are known to exist
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, retention_s: int, min_size: int = 1, max_size: int = 5, migrate_now: bool = True
+    ) -> HistoryStore:
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=30)
+        store = cls(pool, retention_s=retention_s)
+        if migrate_now:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+        return store
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def ping(self) -> None:
+        async with self.pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1")
+
+    # --- writing ----------------------------------------------------------------------------
+
+    async def write(self, trees: list[Tree]) -> int:
+        """Upsert ``trees`` in one transaction; returns the rows written."""
+        requests = [t.request for t in trees if t.request is not None]
+        events = [e for t in trees for e in t.events]
+        deliveries = [d for t in trees for d in t.deliveries]
+        attempts = [a for t in trees for a in t.attempts]
+        days = {partitions.day_of(r.submitted_at) for r in requests}
+        days |= {partitions.day_of(e.created_at) for e in events}
+        days |= {partitions.day_of(d.created_at) for d in deliveries}
+        days |= {partitions.day_of(a.at) for a in attempts}
+        async with self.pool.acquire() as conn:
+            if not days <= self._days:
+                await partitions.ensure(conn, days - self._days)
+                self._days |= days
+            async with conn.transaction():
+                if requests:
+                    await conn.executemany(_UPSERT_REQUEST, [_request_args(r) for r in requests])
+                if events:
+                    await conn.executemany(_UPSERT_EVENT, [_event_args(e) for e in events])
+                if deliveries:
+                    await conn.executemany(_UPSERT_DELIVERY, [_delivery_args(d) for d in deliveries])
+                if attempts:
+                    await conn.executemany(_UPSERT_ATTEMPT, [_attempt_args(a) for a in attempts])
+                for r in requests:
+                    if r.record.get("erased_at"):  # erased in Redis: what an earlier copy wrote goes too
+                        await _erase(conn, r.api_id)
+        return len(requests) + len(events) + len(deliveries) + len(attempts)
+
+    async def erase(self, api_id: str) -> bool:
+        """Erase a request's payloads (metadata, result, callback bodies, event data, answer
+        excerpts), keeping the bare facts (ids, types, times, statuses) and ``erased_at``, in one
+        transaction; False if PostgreSQL has no such request."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            found = await conn.execute(_ERASE_REQUEST, api_id)
+            await conn.execute(_ERASE_EVENTS, api_id)
+            await conn.execute(
+                "UPDATE attempts SET response = NULL, erased_at = now() WHERE api_id = $1", api_id
+            )
+        return found != "UPDATE 0"
+
+    async def maintain(self, now_ms: int) -> list[str]:
+        """Create today's and tomorrow's partitions, drop those past retention (the sweeps call it)."""
+        today = partitions.day_of(now_ms)
+        async with self.pool.acquire() as conn:
+            await partitions.ensure(conn, [today, today + dt.timedelta(days=1)])
+            dropped = await partitions.drop_expired(conn, now_ms, self.retention_s)
+        if dropped:
+            self._days.clear()
+        return dropped
+
+    # --- reading ----------------------------------------------------------------------------
+
+    async def get_tree(self, api_id: str) -> Tree | None:
+        """A request with its events, deliveries and attempts, as last copied; None if unknown."""
+        async with self.pool.acquire() as conn:
+            request = await conn.fetchrow(
+                "SELECT * FROM requests WHERE api_id = $1 ORDER BY submitted_at DESC LIMIT 1", api_id
+            )
+            if request is None:
+                return None
+            events = await conn.fetch(
+                "SELECT * FROM events WHERE api_id = $1 ORDER BY created_at, event_id", api_id
+            )
+            deliveries = await conn.fetch(
+                "SELECT * FROM deliveries WHERE api_id = $1 ORDER BY created_at, delivery_id", api_id
+            )
+            attempts = await conn.fetch(
+                "SELECT * FROM attempts WHERE api_id = $1 ORDER BY at, delivery_id, cycle, attempt", api_id
+            )
+        record = json.loads(request["record"])
+        if request["erased_at"] is not None:
+            record["erased_at"] = str(_ms(request["erased_at"]))  # as Redis keeps it (ms)
+        return Tree(
+            request=RequestRow(
+                api_id=api_id,
+                submitted_at=_ms(request["submitted_at"]),
+                status=request["status"],
+                resource=request["resource"],
+                method=request["method"],
+                finished_at=ms(request["finished_at"]),
+                metadata=json.loads(request["metadata"]),
+                record=record,
+            ),
+            events=[
+                EventRow(r["event_id"], _ms(r["created_at"]), r["api_id"], r["type"], json.loads(r["body"]))
+                for r in events
+            ],
+            deliveries=[
+                DeliveryRow(
+                    delivery_id=r["delivery_id"],
+                    created_at=_ms(r["created_at"]),
+                    event_id=r["event_id"],
+                    api_id=r["api_id"],
+                    event_type=r["event_type"],
+                    subscription_id=r["subscription_id"],
+                    target=json.loads(r["target"]),
+                    status=r["status"],
+                    attempts=r["attempts"],
+                    cycle=r["cycle"],
+                    updated_at=_ms(r["updated_at"]),
+                    record=json.loads(r["record"]),
+                )
+                for r in deliveries
+            ],
+            attempts=[
+                AttemptRow(
+                    delivery_id=r["delivery_id"],
+                    cycle=r["cycle"],
+                    attempt=r["attempt"],
+                    at=_ms(r["at"]),
+                    event_id=r["event_id"],
+                    api_id=r["api_id"],
+                    target=r["target"],
+                    outcome=r["outcome"],
+                    status_code=r["status_code"],
+                    duration_ms=r["duration_ms"],
+                    error=r["error"],
+                    response=r["response"],
+                )
+                for r in attempts
+            ],
+            settled=request["status"] in FINAL_REQUEST and all(r["status"] != "pending" for r in deliveries),
+        )
+
+    # --- lists ------------------------------------------------------------------------------
+
+    async def _page(
+        self,
+        table: str,
+        id_column: str,
+        time_column: str,
+        where: list[str],
+        args: list[Any],
+        exclude: list[str],
+        skip: int,
+        n: int,
+        columns: str,
+    ) -> tuple[int, bool, list[asyncpg.Record]]:
+        """Rows of ``table`` matching ``where`` (and not ``exclude``d), newest first: (count,
+        whether the count is an estimate, ``n`` rows from ``skip``). The count is exact up to
+        COUNT_EXACT_MAX rows, an estimate of the planner's above."""
+        conditions = list(where)
+        params = list(args)
+        if exclude:
+            params.append(exclude)
+            conditions.append(
+                f"NOT EXISTS (SELECT 1 FROM unnest(${len(params)}::text[]) x WHERE x = {id_column})"  # noqa: S608
+            )
+        clause = (" WHERE " + " AND ".join(conditions)) if conditions else ""
+        order = f" ORDER BY {time_column} DESC, {id_column} DESC"
+        # Identifiers are this module's own constants; every value is a bind parameter.
+        page_sql = f"SELECT {columns} FROM {table}{clause}{order} OFFSET {int(skip)} LIMIT {int(n)}"  # noqa: S608
+        count_sql = f"SELECT count(*) FROM (SELECT 1 FROM {table}{clause} LIMIT {COUNT_EXACT_MAX + 1}) t"  # noqa: S608
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(page_sql, *params)
+            total = int(await conn.fetchval(count_sql, *params))
+            estimated = total > COUNT_EXACT_MAX
+            if estimated:
+                explain = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {table}{clause}"  # noqa: S608
+                plan = await conn.fetchval(explain, *params)
+                total = max(total, int(json.loads(plan)[0]["Plan"]["Plan Rows"]))
+        return total, estimated, rows
+
+    async def list_requests(
+        self, status: str | None, exclude: list[str], skip: int, n: int
+    ) -> tuple[int, bool, list[tuple[int, str, dict[str, Any]]]]:
+        where, args = (["status = $1"], [status]) if status else ([], [])
+        total, estimated, rows = await self._page(
+            "requests",
+            "api_id",
+            "submitted_at",
+            where,
+            args,
+            exclude,
+            skip,
+            n,
+            "api_id, submitted_at, record",
+        )
+        return (
+            total,
+            estimated,
+            [(_ms(r["submitted_at"]), r["api_id"], json.loads(r["record"])) for r in rows],
+        )
+
+    async def list_deliveries(
+        self,
+        *,
+        status: str,
+        subscription: str,
+        event_type: str,
+        since_ms: int | None,
+        until_ms: int | None,
+        exclude: list[str],
+        skip: int,
+        n: int,
+    ) -> tuple[int, bool, list[tuple[int, str, tuple[dict[str, str], list[dict[str, Any]]]]]]:
+        """Deliveries as (record, attempt log) pairs, the log as the Redis one reads."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (
+            ("status", status),
+            ("subscription_id", subscription),
+            ("event_type", event_type),
+        ):
+            if value:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        if since_ms is not None:
+            args.append(ts(since_ms))
+            where.append(f"created_at >= ${len(args)}")
+        if until_ms is not None:
+            args.append(ts(until_ms))
+            where.append(f"created_at <= ${len(args)}")
+        total, estimated, rows = await self._page(
+            "deliveries", "delivery_id", "created_at", where, args, exclude, skip, n,
+            "delivery_id, created_at, record",
+        )  # fmt: skip
+        logs = await self.attempt_logs([r["delivery_id"] for r in rows])
+        out = [
+            (
+                _ms(r["created_at"]),
+                r["delivery_id"],
+                (json.loads(r["record"]), logs.get(r["delivery_id"], [])),
+            )
+            for r in rows
+        ]
+        return total, estimated, out
+
+    async def attempt_logs(self, delivery_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The attempt logs of ``delivery_ids``, each entry as the delivery log in Redis has it."""
+        if not delivery_ids:
+            return {}
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM attempts WHERE delivery_id = ANY($1::text[]) ORDER BY at, cycle, attempt",
+                delivery_ids,
+            )
+        logs: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            logs.setdefault(r["delivery_id"], []).append(
+                {
+                    "attempt": r["attempt"],
+                    "cycle": r["cycle"],
+                    "at": iso(r["at"]),
+                    "outcome": r["outcome"],
+                    "status_code": r["status_code"],
+                    "duration_ms": r["duration_ms"],
+                    "error": r["error"],
+                    "response": r["response"],
+                }
+            )
+        return logs
+
+    async def list_events(
+        self, event_type: str, exclude: list[str], skip: int, n: int
+    ) -> tuple[int, bool, list[tuple[int, str, dict[str, Any]]]]:
+        total, estimated, rows = await self._page(
+            "events", "event_id", "created_at", ["type = $1"], [event_type], exclude, skip, n,
+            "event_id, created_at, body",
+        )  # fmt: skip
+        return total, estimated, [(_ms(r["created_at"]), r["event_id"], json.loads(r["body"])) for r in rows]
+
+    async def get_delivery(self, delivery_id: str) -> tuple[dict[str, str], list[dict[str, Any]]] | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT record FROM deliveries WHERE delivery_id = $1 ORDER BY created_at DESC LIMIT 1",
+                delivery_id,
+            )
+        if row is None:
+            return None
+        logs = await self.attempt_logs([delivery_id])
+        return json.loads(row["record"]), logs.get(delivery_id, [])
+
+    async def get_event(self, event_id: str) -> dict[str, Any] | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT body FROM events WHERE event_id = $1 ORDER BY created_at DESC LIMIT 1", event_id
+            )
+        return None if row is None else dict(json.loads(row["body"]))
+
+    async def event_deliveries(self, event_id: str) -> list[dict[str, str]]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT record FROM deliveries WHERE event_id = $1", event_id)
+        return [json.loads(r["record"]) for r in rows]
+
+
+async def _erase(conn: Conn, api_id: str) -> bool:
+    found = await conn.execute(_ERASE_REQUEST, api_id)
+    await conn.execute(_ERASE_EVENTS, api_id)
+    await conn.execute("UPDATE attempts SET response = NULL, erased_at = now() WHERE api_id = $1", api_id)
+    return bool(found != "UPDATE 0")
+
+
+def _ms(value: dt.datetime) -> int:
+    return round(value.timestamp() * 1000)
+
+
+def _request_args(r: RequestRow) -> tuple[Any, ...]:
+    return (
+        r.api_id,
+        ts(r.submitted_at),
+        r.status,
+        r.resource,
+        r.method,
+        ts(r.finished_at),
+        _json(r.metadata),
+        _json(r.record),
+        ts(int(r.record["erased_at"])) if r.record.get("erased_at") else None,
+    )
+
+
+def _event_args(e: EventRow) -> tuple[Any, ...]:
+    return (e.event_id, ts(e.created_at), e.api_id, e.type, _json(e.body))
+
+
+def _delivery_args(d: DeliveryRow) -> tuple[Any, ...]:
+    return (
+        d.delivery_id,
+        ts(d.created_at),
+        d.event_id,
+        d.api_id,
+        d.event_type,
+        d.subscription_id,
+        _json(d.target),
+        d.status,
+        d.attempts,
+        d.cycle,
+        ts(d.updated_at),
+        _json(d.record),
+    )
+
+
+def _attempt_args(a: AttemptRow) -> tuple[Any, ...]:
+    return (
+        a.delivery_id,
+        a.cycle,
+        a.attempt,
+        ts(a.at),
+        a.event_id,
+        a.api_id,
+        a.target,
+        a.outcome,
+        a.status_code,
+        a.duration_ms,
+        a.error,
+        a.response,
+    )
