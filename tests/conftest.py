@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -129,6 +131,16 @@ class Stack:
         response = await self.client.post(self.sandbox.url + "/_sandbox/config", json=config)
         response.raise_for_status()
 
+    async def history_ready(self, timeout: float = 10.0) -> None:
+        """Until the API process is connected to PostgreSQL (it connects in the background)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = await self.client.get(self.gateway.url + "/readyz")
+            if ready.json().get("history") == "up":
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("the API did not connect to PostgreSQL in time")
+
     def add_gateway(self) -> ServerThread:
         """A second gateway process-alike on the same Redis and sandbox (its own port)."""
         extra = ServerThread(create_app(self.settings)).start()
@@ -175,6 +187,8 @@ async def stack_factory(
         if worker:
             stack.start_worker()
         stacks.append(stack)
+        if "DATABASE_URL" not in overrides:  # the session's PostgreSQL: wait until the API has it
+            await stack.history_ready()
         return stack
 
     yield build

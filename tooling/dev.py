@@ -165,6 +165,7 @@ SANDBOX_KNOBS = (
     ("replies", 'canned replies for the next requests, e.g. [{"status": 400, "executed": true}]'),
     ("encoding", "form | json: how callbacks are encoded"),
     ("status_callbacks", "false: no message status callbacks (queued, sent, delivered)"),
+    ("status_spacing", "seconds before each status callback (default 0: a burst right after the result)"),
     ("reset", "true: every knob back to its default, the sandbox's history cleared"),
 )
 

@@ -11,6 +11,7 @@ Knobs for tests, set with ``POST /_sandbox/config`` (JSON, merged into the curre
 * ``delay`` seconds before the callback; ``encoding`` ``form`` | ``json``; ``duplicates`` extra
   copies of each callback; ``callback_first`` sends (and awaits) the callback before replying;
   ``signature`` ``auto`` | ``v3`` | ``v2`` | ``none`` | ``bad``; ``status_callbacks`` on/off;
+  ``status_spacing`` seconds before each status callback (0: right after the result, as a burst);
   ``replies``: a list of canned replies (``{"status", "error", "retry_after", "executed", "sleep"}``)
   used one per request before normal service resumes (``executed``: the request is carried out all
   the same, callbacks included, as when Plivo acts and then fails to answer; ``sleep``: seconds
@@ -50,6 +51,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "callback_first": False,
     "signature": "auto",
     "status_callbacks": True,
+    "status_spacing": 0,
     "replies": [],
     "sync_status": 200,
     "async_status": 200,
@@ -202,6 +204,8 @@ async def _deliver_all(
     if resource == "Message/" and status_url and st.config["status_callbacks"]:
         method = str(params.get("method", "POST")).upper()
         for payload in _status_payloads(result, params):
+            if st.config["status_spacing"]:
+                await asyncio.sleep(float(st.config["status_spacing"]))
             await send_callback(st, http, str(status_url), method, payload, scheme)
 
 

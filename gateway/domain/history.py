@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
+
+from gateway.domain.deliveries import DeliveryRecord
+from gateway.domain.events import EventJson
 
 FINAL_REQUEST = frozenset({"completed", "timed_out", "failed"})
 
@@ -32,7 +35,7 @@ class EventRow:
     created_at: int
     api_id: str | None
     type: str
-    body: dict[str, Any]  # the event as delivered (JSON)
+    body: EventJson  # the event as delivered
 
 
 @dataclass(slots=True)
@@ -48,7 +51,7 @@ class DeliveryRow:
     attempts: int
     cycle: int
     updated_at: int
-    record: dict[str, Any]  # the delivery as the deliveries API shows it (JSON)
+    record: DeliveryRecord  # as Redis keeps it
 
 
 @dataclass(slots=True)
@@ -106,8 +109,22 @@ def merge(older: Tree, newer: Tree) -> Tree:
     return merged
 
 
-def attempt_view(a: AttemptRow, iso: Callable[[int], str]) -> dict[str, Any]:
+class AttemptView(TypedDict):
     """An attempt as ``GET /v1/requests/{api_id}`` lists it."""
+
+    delivery_id: str
+    event_id: str
+    target: str
+    attempt: int
+    cycle: int
+    outcome: str
+    status_code: int | None
+    duration_ms: float | None
+    error: str | None
+    at: str
+
+
+def attempt_view(a: AttemptRow, iso: Callable[[int], str]) -> AttemptView:
     return {
         "delivery_id": a.delivery_id,
         "event_id": a.event_id,

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from gateway.domain.deliveries import AttemptLog, DeliveryRecord
+from gateway.domain.events import EventJson
 from gateway.domain.history import FINAL_REQUEST, AttemptRow, DeliveryRow, EventRow, RequestRow, Tree
 from gateway.history import partitions
 from gateway.history.migrate import migrate
@@ -311,7 +313,7 @@ class HistoryStore:
         exclude: list[str],
         skip: int,
         n: int,
-    ) -> tuple[int, bool, list[tuple[int, str, tuple[dict[str, str], list[dict[str, Any]]]]]]:
+    ) -> tuple[int, bool, list[tuple[int, str, tuple[DeliveryRecord, list[AttemptLog]]]]]:
         """Deliveries as (record, attempt log) pairs, the log as the Redis one reads."""
         where: list[str] = []
         args: list[Any] = []
@@ -344,7 +346,7 @@ class HistoryStore:
         ]
         return total, estimated, out
 
-    async def attempt_logs(self, delivery_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    async def attempt_logs(self, delivery_ids: list[str]) -> dict[str, list[AttemptLog]]:
         """The attempt logs of ``delivery_ids``, each entry as the delivery log in Redis has it."""
         if not delivery_ids:
             return {}
@@ -353,7 +355,7 @@ class HistoryStore:
                 "SELECT * FROM attempts WHERE delivery_id = ANY($1::text[]) ORDER BY at, cycle, attempt",
                 delivery_ids,
             )
-        logs: dict[str, list[dict[str, Any]]] = {}
+        logs: dict[str, list[AttemptLog]] = {}
         for r in rows:
             logs.setdefault(r["delivery_id"], []).append(
                 {
@@ -362,23 +364,23 @@ class HistoryStore:
                     "at": iso(r["at"]),
                     "outcome": r["outcome"],
                     "status_code": r["status_code"],
-                    "duration_ms": r["duration_ms"],
-                    "error": r["error"],
-                    "response": r["response"],
+                    "duration_ms": r["duration_ms"] or 0.0,
+                    "error": r["error"] or "",
+                    "response": r["response"] or "",  # "" once erased
                 }
             )
         return logs
 
     async def list_events(
         self, event_type: str, exclude: list[str], skip: int, n: int
-    ) -> tuple[int, bool, list[tuple[int, str, dict[str, Any]]]]:
+    ) -> tuple[int, bool, list[tuple[int, str, EventJson]]]:
         total, estimated, rows = await self._page(
             "events", "event_id", "created_at", ["type = $1"], [event_type], exclude, skip, n,
             "event_id, created_at, body",
         )  # fmt: skip
         return total, estimated, [(_ms(r["created_at"]), r["event_id"], json.loads(r["body"])) for r in rows]
 
-    async def get_delivery(self, delivery_id: str) -> tuple[dict[str, str], list[dict[str, Any]]] | None:
+    async def get_delivery(self, delivery_id: str) -> tuple[DeliveryRecord, list[AttemptLog]] | None:
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
                 "SELECT record FROM deliveries WHERE delivery_id = $1 ORDER BY created_at DESC LIMIT 1",
@@ -389,14 +391,17 @@ class HistoryStore:
         logs = await self.attempt_logs([delivery_id])
         return json.loads(row["record"]), logs.get(delivery_id, [])
 
-    async def get_event(self, event_id: str) -> dict[str, Any] | None:
+    async def get_event(self, event_id: str) -> EventJson | None:
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
                 "SELECT body FROM events WHERE event_id = $1 ORDER BY created_at DESC LIMIT 1", event_id
             )
-        return None if row is None else dict(json.loads(row["body"]))
+        if row is None:
+            return None
+        event: EventJson = json.loads(row["body"])
+        return event
 
-    async def event_deliveries(self, event_id: str) -> list[dict[str, str]]:
+    async def event_deliveries(self, event_id: str) -> list[DeliveryRecord]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch("SELECT record FROM deliveries WHERE event_id = $1", event_id)
         return [json.loads(r["record"]) for r in rows]

@@ -23,6 +23,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from gateway.domain.deliveries import AttemptLog, DeliveryRecord
+from gateway.domain.events import EventJson
 from gateway.domain.history import FINAL_REQUEST, AttemptRow, DeliveryRow, EventRow, RequestRow, Tree
 from gateway.store import scripts
 from gateway.store.keys import Keys
@@ -53,7 +55,7 @@ def _int(value: Any, default: int | None = None) -> int | None:
         return default
 
 
-def _target_name(target: dict[str, Any]) -> str:
+def _target_name(target: dict[str, str]) -> str:
     return str(target.get("url") or target.get("queue") or target.get("type") or "")
 
 
@@ -153,7 +155,7 @@ class ArchiveStore:
         raw_record: dict[str, str],
         event_ids: list[str],
         events: dict[str, tuple[str | None, set[str]]],
-        deliveries: dict[str, tuple[dict[str, str], list[str]]],
+        deliveries: dict[str, tuple[DeliveryRecord, list[str]]],
     ) -> Changed:
         keys = self.keys
         kind, _, ident = member.partition(":")
@@ -220,8 +222,8 @@ class ArchiveStore:
             tree.settled = bool(tree.events) and not pending
         return Changed(member, score, tree, api_id, status, index_members, expiring)
 
-    def _delivery(self, tree: Tree, raw: dict[str, str], log: list[str], api_id: str | None) -> None:
-        target: dict[str, Any] = json.loads(raw.get("target") or "{}")
+    def _delivery(self, tree: Tree, raw: DeliveryRecord, log: list[str], api_id: str | None) -> None:
+        target: dict[str, str] = json.loads(raw.get("target") or "{}")
         did = raw["id"]
         cycle = _int(raw.get("cycle"), 0) or 0
         tree.deliveries.append(
@@ -237,7 +239,7 @@ class ArchiveStore:
                 attempts=_int(raw.get("attempts"), 0) or 0,
                 cycle=cycle,
                 updated_at=_int(raw.get("updated_at"), 0) or 0,
-                record=dict(raw),
+                record=raw,
             )
         )
         for line in log:
@@ -259,7 +261,7 @@ class ArchiveStore:
                 )
             )
 
-    def _delivery_indexes(self, raw: dict[str, str]) -> list[tuple[str, str]]:
+    def _delivery_indexes(self, raw: DeliveryRecord) -> list[tuple[str, str]]:
         keys, did = self.keys, raw["id"]
         out = [
             (keys.deliveries, did),
@@ -287,7 +289,7 @@ class ArchiveStore:
         return int(await self._release(p=self.keys.prefix, hot_ms=hot_retention_s * 1000, items=items))
 
     async def rehydrate(
-        self, record: dict[str, str], log: list[dict[str, Any]], event: dict[str, Any], retention_s: int
+        self, record: DeliveryRecord, log: list[AttemptLog], event: EventJson, retention_s: int
     ) -> bool:
         """Put a delivery Redis has let go back from PostgreSQL's copy, with its log and event (for
         a retry or a replay); False when Redis still had it."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, TypedDict, cast
+from typing import Annotated, Any, Literal, TypedDict
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
@@ -15,7 +15,7 @@ from gateway.api.state import GatewayState
 from gateway.domain.errors import BadRequest, NotFound, new_api_id
 from gateway.domain.events import iso_ms
 from gateway.domain.history import DeliveryRow
-from gateway.services.history_reads import Row, changed, cold_store, merge_page
+from gateway.services.history_reads import changed, cold_store, merge_page
 from gateway.store.delivery import AttemptLog, DeliveryQuery, DeliveryRecord
 
 Found = tuple[DeliveryRecord, list[AttemptLog]]
@@ -115,7 +115,7 @@ async def list_deliveries(
         skip=0,
         n=offset + limit,
     )
-    listing = merge_page(hot, total, cast(list[Row[Found]], cold), estimated, offset, limit)
+    listing = merge_page(hot, total, cold, estimated, offset, limit)
     filters = {
         "status": status or "",
         "subscription_id": subscription_id or "",
@@ -143,8 +143,7 @@ async def _find(state: GatewayState, delivery_id: str) -> Found | None:
     found = await state.deliveries.get_deliveries([delivery_id])
     if found:
         return found[0]
-    cold = await cold_store(state.history).get_delivery(delivery_id)
-    return cast(Found | None, cold)
+    return await cold_store(state.history).get_delivery(delivery_id)
 
 
 async def _back_in_redis(state: GatewayState, delivery_id: str) -> Found | None:
@@ -161,7 +160,7 @@ async def _back_in_redis(state: GatewayState, delivery_id: str) -> Found | None:
     if event is None:
         return None
     await state.archive.rehydrate(record, log, event, state.settings.GATEWAY_RETENTION)
-    return cast(Found, cold)
+    return cold
 
 
 @router.get("/{delivery_id}")
