@@ -17,6 +17,8 @@ figures that matter are ratios that survive a noisy machine.
 | ``e2e``       | phases 3 and 4: callback -> webhook / job latency, delivery throughput  |
 | ``bareclient``| phase 4's baseline: the worker's webhooks POSTed by bare aiohttp      |
 | ``memory``    | phase 5: Redis bytes per pending request and the timeout sweep         |
+| ``history``   | phase 6: bytes per finished request (Redis, PostgreSQL), outbox lag   |
+| ``historydb`` | phase 6 on PostgreSQL alone: the writer's rows/s, list queries at 5M rows |
 | ``report``    | machine facts, percentiles, the table and the JSON                     |
 | ``runner``    | the order of the phases                                                |
 """

@@ -80,7 +80,8 @@ class Subscriber:
     """A fast webhook endpoint: 200 to every POST; ``GET /_stats`` says what arrived when and the
     body bytes in all (``GET /_stats?count``: only how many); ``DELETE /_stats`` starts over."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
         self.times: dict[str, float] = {}
         self.count = 0
         self.bytes = 0
@@ -113,17 +114,24 @@ class Subscriber:
         self.bytes += len(body)
         with suppress(ValueError):
             self.times.setdefault(str(json.loads(body).get("api_id")), now)
-        await self._answer(send, 200, b"")
+        await self._answer(send, self.status, b"")
 
     @staticmethod
     async def _answer(send: Send, status: int, body: bytes) -> None:
         headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+        if status == 204:
+            headers = []  # no content, no Content-Length (RFC 9110)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
 def subscriber_app() -> Subscriber:
     return Subscriber()
+
+
+def no_content_subscriber_app() -> Subscriber:
+    """The history phase's subscription endpoint: 204 at once, to every POST."""
+    return Subscriber(status=204)
 
 
 async def bench_job(ctx: dict[str, Any], event: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
-PHASES = ("ingest", "baselines", "e2e", "delivery", "memory")
+PHASES = ("ingest", "baselines", "e2e", "delivery", "memory", "history")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,14 @@ class BenchOptions:
     sweep_pending: int = 1_000_000
     sweep_due: int = 1_000
     metadata_bytes: int = 100
+    # history: finished requests for the bytes figures, the outbox lag's submit rate and length,
+    # the writer's batches of 200 trees, the attempt rows the list queries read, timed calls each
+    history_requests: int = 500
+    history_rate: int = 50  # the sandbox (4 callbacks a request) keeps up with this on 2 cores
+    history_duration: float = 10.0
+    history_write_batches: int = 50
+    history_attempts: int = 5_000_000
+    history_query_runs: int = 50
     server_workers: int = 2
     load_procs: int = 0  # Python generator processes; 0 = one per core
     force_python_load: bool = False
@@ -57,6 +65,11 @@ class BenchOptions:
             pending=2_000,
             sweep_pending=20_000,
             sweep_due=100,
+            history_requests=20,
+            history_duration=2.0,
+            history_write_batches=2,
+            history_attempts=50_000,
+            history_query_runs=10,
             server_workers=1,
             load_procs=1,
         )
@@ -86,10 +99,12 @@ def check(opts: BenchOptions) -> BenchOptions:
         require_loopback(opts.public_url or opts.url)
     if opts.redis_url is not None:
         require_loopback(opts.redis_url)
-    if opts.duration > 120 or opts.e2e_duration > 120 or opts.fixed_duration > 120:
+    if max(opts.duration, opts.e2e_duration, opts.fixed_duration, opts.history_duration) > 120:
         raise ValueError("a phase lasts at most 120 s")
     if opts.concurrency < 1 or opts.concurrency > 1024:
         raise ValueError("--concurrency must be in 1..1024")
-    if opts.fixed_rate > 50_000 or opts.e2e_rate > 50_000:
+    if max(opts.fixed_rate, opts.e2e_rate, opts.history_rate) > 50_000 or opts.history_rate < 1:
         raise ValueError("fixed rates are capped at 50,000/s")
+    if opts.history_requests < 1 or opts.history_attempts < 64 or opts.history_attempts > 20_000_000:
+        raise ValueError("history needs at least 1 request and 64..20,000,000 attempt rows")
     return opts

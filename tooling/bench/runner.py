@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import redis
 
 from gateway.store.keys import Keys
-from tooling.bench import e2e, ingest, memory, procs, report
+from tooling.bench import e2e, history, ingest, memory, procs, report
 from tooling.bench.context import Run
 from tooling.bench.load import generator_name
 from tooling.bench.options import BenchOptions, check
@@ -148,6 +148,11 @@ def _phases(run: Run) -> None:
     if "memory" in o.phases:
         run.results.update(asyncio.run(memory.run(o)))
         _memory_rows(run)
+    if "history" in o.phases:
+        run.results.update(history.run(o, run.workdir))
+        rows, notes = history.rows(run.results)
+        run.rows += rows
+        run.notes += notes
 
 
 def _memory_rows(run: Run) -> None:
