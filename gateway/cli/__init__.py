@@ -356,7 +356,7 @@ def bench(
         str | None,
         typer.Option(
             metavar="LIST",
-            help="Comma-separated phases to run, of ingest, baselines, e2e, delivery, memory [all].",
+            help="Comma-separated phases to run, of ingest, baselines, e2e, delivery, memory, history [all].",
         ),
     ] = None,
     duration: Annotated[

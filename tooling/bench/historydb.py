@@ -31,6 +31,8 @@ from typing import Any
 
 import asyncpg
 
+from gateway.domain.deliveries import DeliveryRecord
+from gateway.domain.events import EventJson
 from gateway.domain.history import Tree
 from gateway.history import partitions
 from gateway.history.store import HistoryStore
@@ -68,13 +70,13 @@ def synthetic(template: Tree, base_ms: int) -> Tree:
     )
     for e in template.events:
         eid = events[e.event_id]
-        body = {**e.body, "id": eid, "api_id": api_id}
+        body: EventJson = {**e.body, "id": eid, "api_id": api_id}
         tree.events.append(
             replace(e, event_id=eid, created_at=e.created_at + shift, api_id=api_id, body=body)
         )
     for d in template.deliveries:
         did, eid = dlvs[d.delivery_id], events[d.event_id]
-        record = {**d.record, "id": did, "event_id": eid, "api_id": api_id}
+        record: DeliveryRecord = {**d.record, "id": did, "event_id": eid, "api_id": api_id}
         tree.deliveries.append(
             replace(
                 d,
