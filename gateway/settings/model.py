@@ -311,7 +311,7 @@ class Settings(SettingsChecks):
         "once its last delivery is final and it is in PostgreSQL; reads then come from PostgreSQL.",
     )
     GATEWAY_LINK_TTL: int = Field(
-        default=7 * 86400,
+        default=3 * 86400,
         gt=0,
         description="Seconds a finished request's record and its MessageUUID/RequestUUID links stay in "
         "Redis, so that Plivo's late status callbacks still find it (its history is in PostgreSQL).",
