@@ -1,11 +1,6 @@
 """The archiver: copies what changed in Redis to PostgreSQL, in batches, and lets Redis forget
 what is settled (gateway.store.archive has the protocol and why it loses nothing).
 
-It runs on a thread of its own (``ArchiverThread``), with its own event loop, Redis client and
-PostgreSQL pool: a batch (reading trees, JSON, asyncpg's encoding: ~100 ms for 200 trees) would
-otherwise hold the worker's loop, and every delivery waiting on it, for that long (measured:
-webhook p99 at 500 callbacks/s 16 -> 57 ms with the archiver on the worker's loop).
-
 Every worker runs one. Two archivers copying the same member write the same rows (idempotent
 upserts) and only one removes it. While PostgreSQL is down, nothing is removed: the archive zset
 (the outbox) grows, the API refuses new work at GATEWAY_HISTORY_BACKLOG_MAX, and everything is
@@ -17,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from dataclasses import dataclass
 
@@ -25,8 +19,6 @@ from redis.exceptions import RedisError
 
 from gateway.history.client import HistoryClient, HistoryUnavailable
 from gateway.infra import logs, metrics
-from gateway.infra.redis_client import make_redis
-from gateway.settings import Settings
 from gateway.store.archive import ArchiveStore
 
 log = logs.get("workers.archive")
@@ -110,50 +102,3 @@ async def run_archiver(
         if wait:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
-
-
-class ArchiverThread:
-    """``run_archiver`` on a thread of its own (see the module's docstring)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._thread = threading.Thread(target=self._run, name="archiver", daemon=True)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._stopping = threading.Event()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        settings = self.settings
-        redis = make_redis(settings)
-        history = HistoryClient(settings)
-        history.start()
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        if self._stopping.is_set():  # asked to stop before it ran
-            self._stop.set()
-        delay = settings.GATEWAY_HISTORY_DELAY
-        try:
-            await run_archiver(
-                ArchiveStore(redis, settings.GATEWAY_KEY_PREFIX),
-                history,
-                self._stop,
-                delay_s=delay,
-                hot_s=settings.GATEWAY_HOT_RETENTION,
-                idle_s=max(0.01, delay / 2),
-            )
-        finally:
-            await history.close()
-            await redis.aclose()
-
-    async def stop(self, grace: float) -> None:
-        """Let the batch in flight finish (bounded by ``grace``), then close its clients."""
-        self._stopping.set()
-        if self._loop is not None and self._stop is not None:
-            with contextlib.suppress(RuntimeError):  # its loop has ended already
-                self._loop.call_soon_threadsafe(self._stop.set)
-        await asyncio.to_thread(self._thread.join, grace)

@@ -13,15 +13,17 @@ from arq.connections import RedisSettings
 from arq.worker import Worker, func
 from redis.exceptions import AuthenticationError, RedisError
 
+from gateway.history.client import HistoryClient
 from gateway.infra import logs, metrics
 from gateway.infra.redis_batch import BatchingRedis
 from gateway.infra.redis_client import make_redis, sentinel_hosts
 from gateway.services import netguard
 from gateway.settings import Settings
 from gateway.store import make_delivery_store, make_store
+from gateway.store.archive import ArchiveStore
 from gateway.store.delivery import OPERATOR_EVENT_JOB
 from gateway.store.keys import Keys
-from workers.archive import ArchiverThread
+from workers.archive import run_archiver
 from workers.consumer import consumer_name, run_consumer
 from workers.context import JobContext, WorkerContext
 from workers.delivery import DELIVER_JOB, JOB_MAX_TRIES, SLOT_WAIT_S, deliver_job, job_timeout
@@ -94,6 +96,9 @@ def build_worker(
                 slot_wait=SLOT_WAIT_S,
             )
             resources.push_async_callback(http.aclose)
+            history = HistoryClient(settings)
+            history.start()
+            resources.push_async_callback(history.close)
             wctx = WorkerContext(
                 settings=settings,
                 redis=redis,
@@ -111,8 +116,17 @@ def build_worker(
         ctx["stop"] = stop = asyncio.Event()
         ctx["consumer"] = asyncio.create_task(run_consumer(wctx, stop))
         ctx["sweeps"] = asyncio.create_task(run_sweeps(wctx, stop))
-        ctx["archiver"] = archiver = ArchiverThread(settings)
-        archiver.start()
+        delay = settings.GATEWAY_HISTORY_DELAY
+        ctx["archiver"] = asyncio.create_task(
+            run_archiver(
+                ArchiveStore(redis, settings.GATEWAY_KEY_PREFIX),
+                history,
+                stop,
+                delay_s=delay,
+                hot_s=settings.GATEWAY_HOT_RETENTION,
+                idle_s=max(0.01, delay / 2),
+            )
+        )
         log.info("worker_started", queue=wctx.queue_name)
         if started is not None:
             started.set()
@@ -149,7 +163,7 @@ async def stop_consumer(ctx: JobContext, grace: float = 10.0) -> None:
     if stop is None:
         return
     stop.set()
-    for name in ("consumer", "sweeps"):
+    for name in ("consumer", "sweeps", "archiver"):
         task: asyncio.Task[None] | None = ctx.get(name)
         if task is None:
             continue
@@ -159,9 +173,6 @@ async def stop_consumer(ctx: JobContext, grace: float = 10.0) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-    archiver: ArchiverThread | None = ctx.get("archiver")
-    if archiver is not None:  # last: what the consumer did just now is marked, and copied if time allows
-        await archiver.stop(grace)
 
 
 async def finish_jobs(worker: Worker, grace: float) -> int:
