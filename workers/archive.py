@@ -23,7 +23,7 @@ from gateway.store.archive import ArchiveStore
 
 log = logs.get("workers.archive")
 
-BATCH = 50  # trees a batch (one PostgreSQL transaction); small: a batch holds the worker's loop
+BATCH = 200  # trees a batch (one PostgreSQL transaction)
 MAINTAIN_EVERY_S = 60.0
 RETRY_MAX_S = 5.0
 
