@@ -27,8 +27,20 @@ if TYPE_CHECKING:
     from gateway.history.migrate import Conn
 
 
+# What ``timestamptz`` and Python's datetime both hold: a time filter outside is clamped to it.
+_MIN_MS, _MAX_MS = -62_135_596_800_000, 253_402_300_799_999
+_MAX_ROWS = 2**62  # OFFSET and LIMIT are bigints
+
+
 def ts(ms: int | None) -> dt.datetime | None:
-    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    if ms is None:
+        return None
+    return dt.datetime.fromtimestamp(min(max(ms, _MIN_MS), _MAX_MS) / 1000, tz=dt.UTC)
+
+
+def _storable(*values: str | None) -> bool:
+    """PostgreSQL's text cannot hold NUL: an id or filter with one matches nothing (Redis' keys can)."""
+    return not any(v and "\x00" in v for v in values)
 
 
 def ms(value: dt.datetime | None) -> int | None:
@@ -159,6 +171,8 @@ class HistoryStore:
         """Erase a request's payloads (metadata, result, callback bodies, event data, answer
         excerpts), keeping the bare facts (ids, types, times, statuses) and ``erased_at``, in one
         transaction; False if PostgreSQL has no such request."""
+        if not _storable(api_id):
+            return False
         async with self.pool.acquire() as conn, conn.transaction():
             found = await conn.execute(_ERASE_REQUEST, api_id)
             await conn.execute(_ERASE_EVENTS, api_id)
@@ -181,6 +195,8 @@ class HistoryStore:
 
     async def get_tree(self, api_id: str) -> Tree | None:
         """A request with its events, deliveries and attempts, as last copied; None if unknown."""
+        if not _storable(api_id):
+            return None
         async with self.pool.acquire() as conn:
             request = await conn.fetchrow(
                 "SELECT * FROM requests WHERE api_id = $1 ORDER BY submitted_at DESC LIMIT 1", api_id
@@ -268,8 +284,11 @@ class HistoryStore:
         """Rows of ``table`` matching ``where`` (and not ``exclude``d), newest first: (count,
         whether the count is an estimate, ``n`` rows from ``skip``). The count is exact up to
         COUNT_EXACT_MAX rows, an estimate of the planner's above."""
+        if not _storable(*(a for a in args if isinstance(a, str))):
+            return 0, False, []
         conditions = list(where)
         params = list(args)
+        exclude = [e for e in exclude if _storable(e)]
         if exclude:
             params.append(exclude)
             conditions.append(
@@ -278,7 +297,8 @@ class HistoryStore:
         clause = (" WHERE " + " AND ".join(conditions)) if conditions else ""
         order = f" ORDER BY {time_column} DESC, {id_column} DESC"
         # Identifiers are this module's own constants; every value is a bind parameter.
-        page_sql = f"SELECT {columns} FROM {table}{clause}{order} OFFSET {int(skip)} LIMIT {int(n)}"  # noqa: S608
+        skip, n = min(int(skip), _MAX_ROWS), min(int(n), _MAX_ROWS)  # past bigint: nothing is that far
+        page_sql = f"SELECT {columns} FROM {table}{clause}{order} OFFSET {skip} LIMIT {n}"  # noqa: S608
         count_sql = f"SELECT count(*) FROM (SELECT 1 FROM {table}{clause} LIMIT {COUNT_EXACT_MAX + 1}) t"  # noqa: S608
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(page_sql, *params)
@@ -397,6 +417,8 @@ class HistoryStore:
         return total, estimated, [(_ms(r["created_at"]), r["event_id"], json.loads(r["body"])) for r in rows]
 
     async def get_delivery(self, delivery_id: str) -> tuple[DeliveryRecord, list[AttemptLog]] | None:
+        if not _storable(delivery_id):
+            return None
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
                 "SELECT record FROM deliveries WHERE delivery_id = $1 ORDER BY created_at DESC LIMIT 1",
@@ -408,6 +430,8 @@ class HistoryStore:
         return json.loads(row["record"]), logs.get(delivery_id, [])
 
     async def get_event(self, event_id: str) -> EventJson | None:
+        if not _storable(event_id):
+            return None
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
                 "SELECT body FROM events WHERE event_id = $1 ORDER BY created_at DESC LIMIT 1", event_id
@@ -418,6 +442,8 @@ class HistoryStore:
         return event
 
     async def event_deliveries(self, event_id: str) -> list[DeliveryRecord]:
+        if not _storable(event_id):
+            return []
         async with self.pool.acquire() as conn:
             rows = await conn.fetch("SELECT record FROM deliveries WHERE event_id = $1", event_id)
         return [json.loads(r["record"]) for r in rows]

@@ -80,6 +80,21 @@ async def test_an_unknown_request_is_404_on_both_reads(stack: Stack) -> None:
     for path in ("/v1/requests/nope", "/v1/requests/nope/timeline"):
         response = await stack.client.get(stack.gateway.url + path, headers=stack.auth)
         assert response.status_code == 404 and "nope" in response.json()["error"]
+    # What PostgreSQL cannot hold (NUL in text, times before year 1) is simply not there.
+    for path in ("/v1/requests/a%00b", "/v1/requests/a%00b/timeline", "/v1/deliveries/d%00"):
+        response = await stack.client.get(stack.gateway.url + path, headers=stack.auth)
+        assert response.status_code == 404, (path, response.text)
+    for query in (
+        "event_type=a%00",
+        "subscription_id=%00",
+        "created_at__gte=-253402300799",
+        f"offset={2**63}",
+    ):
+        response = await stack.client.get(f"{stack.gateway.url}/v1/deliveries?{query}", headers=stack.auth)
+        assert response.status_code == 200 and response.json()["meta"]["total_count"] == 0, (
+            query,
+            response.text,
+        )
 
 
 async def test_erasing_a_finished_request_keeps_the_facts_in_both_stores(stack: Stack, redis: Redis) -> None:
