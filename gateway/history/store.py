@@ -22,37 +22,20 @@ from gateway.domain.events import EventJson
 from gateway.domain.history import FINAL_REQUEST, AttemptRow, DeliveryRow, EventRow, RequestRow, Tree
 from gateway.history import partitions
 from gateway.history.migrate import migrate
+from gateway.history.rows import (
+    MAX_ROWS,
+    attempt_args,
+    delivery_args,
+    event_args,
+    iso,
+    ms,
+    request_args,
+    storable,
+    ts,
+)
 
 if TYPE_CHECKING:
     from gateway.history.migrate import Conn
-
-
-# What ``timestamptz`` and Python's datetime both hold: a time filter outside is clamped to it.
-_MIN_MS, _MAX_MS = -62_135_596_800_000, 253_402_300_799_999
-_MAX_ROWS = 2**62  # OFFSET and LIMIT are bigints
-
-
-def ts(ms: int | None) -> dt.datetime | None:
-    if ms is None:
-        return None
-    return dt.datetime.fromtimestamp(min(max(ms, _MIN_MS), _MAX_MS) / 1000, tz=dt.UTC)
-
-
-def _storable(*values: str | None) -> bool:
-    """PostgreSQL's text cannot hold NUL: an id or filter with one matches nothing (Redis' keys can)."""
-    return not any(v and "\x00" in v for v in values)
-
-
-def ms(value: dt.datetime | None) -> int | None:
-    return None if value is None else round(value.timestamp() * 1000)
-
-
-def iso(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 COUNT_EXACT_MAX = 10_000  # list totals above this many rows are the planner's estimate
@@ -155,13 +138,13 @@ class HistoryStore:
                 self._days |= days
             async with conn.transaction():
                 if requests:
-                    await conn.executemany(_UPSERT_REQUEST, [_request_args(r) for r in requests])
+                    await conn.executemany(_UPSERT_REQUEST, [request_args(r) for r in requests])
                 if events:
-                    await conn.executemany(_UPSERT_EVENT, [_event_args(e) for e in events])
+                    await conn.executemany(_UPSERT_EVENT, [event_args(e) for e in events])
                 if deliveries:
-                    await conn.executemany(_UPSERT_DELIVERY, [_delivery_args(d) for d in deliveries])
+                    await conn.executemany(_UPSERT_DELIVERY, [delivery_args(d) for d in deliveries])
                 if attempts:
-                    await conn.executemany(_UPSERT_ATTEMPT, [_attempt_args(a) for a in attempts])
+                    await conn.executemany(_UPSERT_ATTEMPT, [attempt_args(a) for a in attempts])
                 for r in requests:
                     if r.record.get("erased_at"):  # erased in Redis: what an earlier copy wrote goes too
                         await _erase(conn, r.api_id)
@@ -171,7 +154,7 @@ class HistoryStore:
         """Erase a request's payloads (metadata, result, callback bodies, event data, answer
         excerpts), keeping the bare facts (ids, types, times, statuses) and ``erased_at``, in one
         transaction; False if PostgreSQL has no such request."""
-        if not _storable(api_id):
+        if not storable(api_id):
             return False
         async with self.pool.acquire() as conn, conn.transaction():
             found = await conn.execute(_ERASE_REQUEST, api_id)
@@ -195,7 +178,7 @@ class HistoryStore:
 
     async def get_tree(self, api_id: str) -> Tree | None:
         """A request with its events, deliveries and attempts, as last copied; None if unknown."""
-        if not _storable(api_id):
+        if not storable(api_id):
             return None
         async with self.pool.acquire() as conn:
             request = await conn.fetchrow(
@@ -284,11 +267,11 @@ class HistoryStore:
         """Rows of ``table`` matching ``where`` (and not ``exclude``d), newest first: (count,
         whether the count is an estimate, ``n`` rows from ``skip``). The count is exact up to
         COUNT_EXACT_MAX rows, an estimate of the planner's above."""
-        if not _storable(*(a for a in args if isinstance(a, str))):
+        if not storable(*(a for a in args if isinstance(a, str))):
             return 0, False, []
         conditions = list(where)
         params = list(args)
-        exclude = [e for e in exclude if _storable(e)]
+        exclude = [e for e in exclude if storable(e)]
         if exclude:
             params.append(exclude)
             conditions.append(
@@ -297,7 +280,7 @@ class HistoryStore:
         clause = (" WHERE " + " AND ".join(conditions)) if conditions else ""
         order = f" ORDER BY {time_column} DESC, {id_column} DESC"
         # Identifiers are this module's own constants; every value is a bind parameter.
-        skip, n = min(int(skip), _MAX_ROWS), min(int(n), _MAX_ROWS)  # past bigint: nothing is that far
+        skip, n = min(int(skip), MAX_ROWS), min(int(n), MAX_ROWS)  # past bigint: nothing is that far
         page_sql = f"SELECT {columns} FROM {table}{clause}{order} OFFSET {skip} LIMIT {n}"  # noqa: S608
         count_sql = f"SELECT count(*) FROM (SELECT 1 FROM {table}{clause} LIMIT {COUNT_EXACT_MAX + 1}) t"  # noqa: S608
         async with self.pool.acquire() as conn:
@@ -417,7 +400,7 @@ class HistoryStore:
         return total, estimated, [(_ms(r["created_at"]), r["event_id"], json.loads(r["body"])) for r in rows]
 
     async def get_delivery(self, delivery_id: str) -> tuple[DeliveryRecord, list[AttemptLog]] | None:
-        if not _storable(delivery_id):
+        if not storable(delivery_id):
             return None
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
@@ -430,7 +413,7 @@ class HistoryStore:
         return json.loads(row["record"]), logs.get(delivery_id, [])
 
     async def get_event(self, event_id: str) -> EventJson | None:
-        if not _storable(event_id):
+        if not storable(event_id):
             return None
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
@@ -442,7 +425,7 @@ class HistoryStore:
         return event
 
     async def event_deliveries(self, event_id: str) -> list[DeliveryRecord]:
-        if not _storable(event_id):
+        if not storable(event_id):
             return []
         async with self.pool.acquire() as conn:
             rows = await conn.fetch("SELECT record FROM deliveries WHERE event_id = $1", event_id)
@@ -458,55 +441,3 @@ async def _erase(conn: Conn, api_id: str) -> bool:
 
 def _ms(value: dt.datetime) -> int:
     return round(value.timestamp() * 1000)
-
-
-def _request_args(r: RequestRow) -> tuple[Any, ...]:
-    return (
-        r.api_id,
-        ts(r.submitted_at),
-        r.status,
-        r.resource,
-        r.method,
-        ts(r.finished_at),
-        _json(r.metadata),
-        _json(r.record),
-        ts(int(r.record["erased_at"])) if r.record.get("erased_at") else None,
-    )
-
-
-def _event_args(e: EventRow) -> tuple[Any, ...]:
-    return (e.event_id, ts(e.created_at), e.api_id, e.type, _json(e.body))
-
-
-def _delivery_args(d: DeliveryRow) -> tuple[Any, ...]:
-    return (
-        d.delivery_id,
-        ts(d.created_at),
-        d.event_id,
-        d.api_id,
-        d.event_type,
-        d.subscription_id,
-        _json(d.target),
-        d.status,
-        d.attempts,
-        d.cycle,
-        ts(d.updated_at),
-        _json(d.record),
-    )
-
-
-def _attempt_args(a: AttemptRow) -> tuple[Any, ...]:
-    return (
-        a.delivery_id,
-        a.cycle,
-        a.attempt,
-        ts(a.at),
-        a.event_id,
-        a.api_id,
-        a.target,
-        a.outcome,
-        a.status_code,
-        a.duration_ms,
-        a.error,
-        a.response,
-    )
