@@ -16,7 +16,8 @@ docs/performance.md):
   ``p`` traceparent; once finished also ``x`` the completing inbox entry, ``b`` its callback id,
   ``c`` completed_at, ``o`` timed_out_at. The store hands records out under the long names.
 * ``requests:{status}`` (``pending``, ``completed``, ``timed_out``; score submitted_at) are the only
-  request indexes: listing every status merges the three in one script.
+  request indexes (the lists read PostgreSQL and the archive's changed requests:
+  gateway.services.history_reads).
 * Deadlines: ``due:{timeout_s}`` lists the requests submitted with that timeout in submit order, which
   is deadline order; the ``due`` zset holds each list's head deadline (member: the timeout). The
   sweep pops only what is due. A finished request's entry is not removed; the sweep skips it.

@@ -87,7 +87,6 @@ class Store(InboxMixin, RequestsMixin, CorrelationMixin, SweepsMixin, LimitsMixi
         self._release = scripts.load(redis, "release")
         self._idem_claim = scripts.load(redis, "idem_claim")
         self._rate = scripts.load(redis, "rate")
-        self._list_all = scripts.load(redis, "list_all")
         self._forget_consumer = scripts.load(redis, "forget_consumer")
 
     def key(self, *parts: str) -> str:

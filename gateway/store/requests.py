@@ -24,7 +24,6 @@ from gateway.store.keys import Keys
 from gateway.store.records import (
     DEFAULTS,
     FIELDS,
-    STATUSES,
     NewRequest,
     RequestRecord,
     decode_record,
@@ -61,7 +60,6 @@ class RequestsMixin:
     retention: int
     link_ttl: int
     _submit: ScriptCall
-    _list_all: ScriptCall
 
     async def save_request(self, req: NewRequest) -> bool:
         submitted = now_ms()
@@ -102,35 +100,6 @@ class RequestsMixin:
                 value = json.dumps(unpack_targets(value), separators=(",", ":"))
             values.append(api_id if name == "api_id" else value)
         return values
-
-    async def list_requests(
-        self, status: str | None, limit: int, offset: int
-    ) -> tuple[int, list[RequestRecord]]:
-        """Newest first; ``status`` picks one of the per-status indexes, None merges all three."""
-        if status:
-            index = self.keys.requests(status)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zcard(index)
-                pipe.zrevrange(index, offset, offset + limit - 1)
-                total, ids = await pipe.execute()
-        else:
-            indexes = [self.keys.requests(s) for s in STATUSES]
-            total, *ids = await self._list_all(indexes=indexes, offset=offset, limit=limit)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for api_id in ids:
-                pipe.hgetall(self.keys.req(api_id))
-            raw = await pipe.execute()
-        records = [decode_record(api_id, r) for api_id, r in zip(ids, raw, strict=True)]
-        return int(total), [r for r in records if r]
-
-    async def list_unmatched(self, limit: int, offset: int) -> tuple[int, list[EventJson]]:
-        index = self.keys.unmatched_log
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(index)
-            pipe.zrevrange(index, offset, offset + limit - 1)
-            total, ids = await pipe.execute()
-        raw = await self.redis.mget([self.keys.evt(i) for i in ids]) if ids else []
-        return int(total), [json.loads(r) for r in raw if r]
 
     # --- status API -----------------------------------------------------------------------
 
