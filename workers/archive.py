@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
@@ -28,18 +29,34 @@ MAINTAIN_EVERY_S = 60.0
 RETRY_MAX_S = 5.0
 
 
-async def archive_once(archive: ArchiveStore, history: HistoryClient, *, delay_ms: int, hot_s: int) -> int:
-    """One batch: returns the members copied (0: nothing was due)."""
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """One batch written: members copied, rows upserted, seconds the PostgreSQL transaction took."""
+
+    members: int
+    rows: int
+    seconds: float
+
+
+def observe(batch: BatchReport) -> None:
+    """Count a batch in this process's metrics (the writer process sends its batches to the worker)."""
+    metrics.HISTORY_WRITE_SECONDS.observe(batch.seconds)
+    metrics.HISTORY_ROWS.inc(batch.rows)
+
+
+async def archive_once(
+    archive: ArchiveStore, history: HistoryClient, *, delay_ms: int, hot_s: int
+) -> BatchReport | None:
+    """One batch: what it copied, or None when nothing was due."""
     due = await archive.due(delay_ms, BATCH)
     if not due:
-        return 0
+        return None
     changed = await archive.read(due)
     started = time.perf_counter()
     rows = await history.require().write([c.tree for c in changed])
-    metrics.HISTORY_WRITE_SECONDS.observe(time.perf_counter() - started)
-    metrics.HISTORY_ROWS.inc(rows)
+    seconds = time.perf_counter() - started
     await archive.release(changed, hot_s)
-    return len(changed)
+    return BatchReport(len(changed), rows, seconds)
 
 
 @dataclass(slots=True)
@@ -53,8 +70,8 @@ class Archiver:
     backfilled: bool = False
     next_maintain: float = 0.0
 
-    async def step(self, now: float) -> int:
-        """Backfill once, keep the partitions once a minute, copy one batch: members copied."""
+    async def step(self, now: float) -> BatchReport | None:
+        """Backfill once, keep the partitions once a minute, copy one batch (None: nothing due)."""
         if not self.backfilled:
             marked = await self.archive.backfill()
             self.backfilled = True
@@ -77,19 +94,23 @@ async def run_archiver(
     delay_s: float,
     hot_s: int,
     idle_s: float,
+    report: Callable[[BatchReport], None] = observe,
 ) -> None:
     """Until ``stop``: copy what is due, as fast as it comes; when nothing is, wait ``idle_s``;
-    after a failure (PostgreSQL or Redis away), back off up to RETRY_MAX_S and try again."""
+    after a failure (PostgreSQL or Redis away), back off up to RETRY_MAX_S and try again. Each
+    batch written goes to ``report``."""
     archiver = Archiver(archive, history, round(delay_s * 1000), hot_s)
     backoff = 0.1
     loop = asyncio.get_running_loop()
     while not stop.is_set():
         wait = idle_s
         try:
-            copied = await archiver.step(loop.time())
+            batch = await archiver.step(loop.time())
             backoff = 0.1
-            if copied == BATCH:
-                wait = 0  # more is due: go on at once
+            if batch is not None:
+                report(batch)
+                if batch.members == BATCH:
+                    wait = 0  # more is due: go on at once
         except HistoryUnavailable as exc:
             log.warning("history_unavailable", error=str(exc))
             wait = backoff = min(backoff * 2, RETRY_MAX_S)

@@ -30,6 +30,7 @@ from workers.delivery import DELIVER_JOB, JOB_MAX_TRIES, SLOT_WAIT_S, deliver_jo
 from workers.fanout import operator_event_job
 from workers.heartbeat import heartbeat
 from workers.sweeps import run_sweeps
+from workers.writer import WriterProcess
 
 log = logs.get("workers.main")
 
@@ -96,9 +97,16 @@ def build_worker(
                 slot_wait=SLOT_WAIT_S,
             )
             resources.push_async_callback(http.aclose)
-            history = HistoryClient(settings)
-            history.start()
-            resources.push_async_callback(history.close)
+            history: HistoryClient | None = None
+            writer: WriterProcess | None = None
+            if settings.GATEWAY_HISTORY_WRITER == "inline":
+                history = HistoryClient(settings)
+                history.start()
+                resources.push_async_callback(history.close)
+            else:
+                writer = WriterProcess(settings)
+                writer.start()
+                resources.push_async_callback(writer.stop)
             wctx = WorkerContext(
                 settings=settings,
                 redis=redis,
@@ -116,17 +124,19 @@ def build_worker(
         ctx["stop"] = stop = asyncio.Event()
         ctx["consumer"] = asyncio.create_task(run_consumer(wctx, stop))
         ctx["sweeps"] = asyncio.create_task(run_sweeps(wctx, stop))
-        delay = settings.GATEWAY_HISTORY_DELAY
-        ctx["archiver"] = asyncio.create_task(
-            run_archiver(
-                ArchiveStore(redis, settings.GATEWAY_KEY_PREFIX),
-                history,
-                stop,
-                delay_s=delay,
-                hot_s=settings.GATEWAY_HOT_RETENTION,
-                idle_s=max(0.01, delay / 2),
+        ctx["writer"] = writer
+        if history is not None:
+            delay = settings.GATEWAY_HISTORY_DELAY
+            ctx["archiver"] = asyncio.create_task(
+                run_archiver(
+                    ArchiveStore(redis, settings.GATEWAY_KEY_PREFIX),
+                    history,
+                    stop,
+                    delay_s=delay,
+                    hot_s=settings.GATEWAY_HOT_RETENTION,
+                    idle_s=max(0.01, delay / 2),
+                )
             )
-        )
         log.info("worker_started", queue=wctx.queue_name)
         if started is not None:
             started.set()

@@ -323,6 +323,12 @@ class Settings(SettingsChecks):
         description="Seconds a changed request waits before the archiver copies it to PostgreSQL, so that "
         "a burst of changes (result, status callbacks, attempts) is copied once.",
     )
+    GATEWAY_HISTORY_WRITER: Literal["process", "inline"] = Field(
+        default="process",
+        description="Where a worker copies history to PostgreSQL: `process`, a writer child process it "
+        "starts and restarts (the copy's CPU stays off the delivery loop), or `inline`, on the worker's "
+        "own event loop (one process fewer, for small deployments and tests).",
+    )
     GATEWAY_HISTORY_BACKLOG_MAX: int = Field(
         default=50_000,
         gt=0,

@@ -156,6 +156,15 @@ async def _drained(redis: Redis, inbox: str) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _archived(redis: Redis, archive: str) -> None:
+    """Until the history writers have copied everything the run changed (bounded)."""
+    deadline = time.monotonic() + DRAIN_S
+    while time.monotonic() < deadline:
+        if not await redis.zcard(archive):
+            return
+        await asyncio.sleep(0.05)
+
+
 async def _worker_run(run: Run, redis: Redis) -> tuple[dict[str, Any], float | None]:
     """A burst of callbacks pushed straight into the inbox: how fast the worker turned them into
     webhooks the subscriber received, and the CPU seconds its processes used from the push until the
@@ -168,7 +177,9 @@ async def _worker_run(run: Run, redis: Redis) -> tuple[dict[str, Any], float | N
     entries = [inbox_entry(corpus.payload(a)) for a in ids]
     await _reset_subscriber(run)
     pids = run.children.pids("worker")
+    writers = procs.children(pids, "workers.writer")
     cpu_before = procs.cpu_seconds(pids)
+    writer_before = procs.cpu_seconds(writers)
     began = time.time()
     await push_inbox(redis, Keys(run.prefix).inbox, entries)
     pushed = time.time() - began
@@ -179,6 +190,11 @@ async def _worker_run(run: Run, redis: Redis) -> tuple[dict[str, Any], float | N
         await _drained(redis, Keys(run.prefix).inbox)
         cpu_after = procs.cpu_seconds(pids)
         cpu = None if cpu_after is None else cpu_after - cpu_before
+    writer_cpu = None
+    if writer_before is not None:
+        await _archived(redis, Keys(run.prefix).archive)
+        writer_after = procs.cpu_seconds(writers)
+        writer_cpu = None if writer_after is None else writer_after - writer_before
     last = max(times.values(), default=began)
     elapsed = max(last - began, 1e-9)
     workers = len(pids) or int(run.env.get("BENCH_WORKER_PROCS", "1"))
@@ -192,6 +208,11 @@ async def _worker_run(run: Run, redis: Redis) -> tuple[dict[str, Any], float | N
         "deliveries_per_s": round(rate, 1),
         "per_worker_process": round(rate / workers, 1),
         "body_bytes": round(body_bytes / max(count, 1), 1),
+        **(
+            {"writer_cpu_us_per_delivery": round(writer_cpu * 1e6 / len(times), 1)}
+            if writer_cpu and times
+            else {}
+        ),
     }, cpu
 
 
@@ -266,6 +287,15 @@ def _delivery_rows(run: Run, res: dict[str, Any]) -> None:
             f" uvloop, no Redis; CPU {bare['cpu_us_per_request']:,.0f} µs/request",
         )
     )
+    if "writer_cpu_us_per_delivery" in res:
+        run.rows.append(
+            (
+                "history writer CPU per delivery",
+                f"{res['writer_cpu_us_per_delivery']:,.0f} µs",
+                "utime + stime of the workers' history writer children (GATEWAY_HISTORY_WRITER=process),"
+                " from the push until everything was copied to PostgreSQL",
+            )
+        )
     if "worker_cpu_us_per_delivery" in res:
         procs_n = res["worker_processes"]
         ratio = res.get("cpu_ratio_to_bare_client")

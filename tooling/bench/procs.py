@@ -95,6 +95,23 @@ def cpu_seconds(pids: list[int]) -> float | None:
     return total / tick
 
 
+def children(pids: list[int], marker: str) -> list[int]:
+    """The processes whose parent is one of ``pids`` and whose command line holds ``marker``."""
+    parents = {str(p) for p in pids}
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc/self").exists() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="ascii", errors="replace")
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[1] in parents and marker in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
 GATEWAY_FACTORY = "gateway.cli:app_from_env"
 
 
