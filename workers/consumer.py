@@ -37,25 +37,35 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
-async def handle_entry(ctx: WorkerContext, raw: str, *, final: bool = False, ack: Ack | None = None) -> bool:
+async def handle_entry(
+    ctx: WorkerContext, raw: str, *, final: bool = False, ack: Ack | None = None, duplicate: bool = False
+) -> bool:
     """Correlate one inbox entry and, unless it was parked, emit and deliver its event.
 
     ``ack``: the entry may be acknowledged in the same script as its only delivery's record.
-    Returns True when it was; the caller acknowledges it otherwise."""
+    Returns True when it was; the caller acknowledges it otherwise. ``duplicate``: the receiver
+    had stored the same callback before (lua/ingest.lua): it is only logged, for history."""
     entry: InboxEntry = json.loads(raw)  # the receiver's JSON (gateway.api.routes.receiver)
     if entry.get("t") == "timeout":
         return await _timed_out(ctx, str(entry["api_id"]), int(entry["at"]), ack)
     cb_id = str(entry["cb"])
+    at, sv = int(entry["at"]), str(entry.get("sv", ""))
     if "perr" in entry:
+        if duplicate:
+            await ctx.store.log_duplicate(f"none:{cb_id}", cb_id, kind="unknown", at=at, sv=sv)
+            return False
         return await _unparsed(ctx, cb_id, raw, entry, ack)
     params = entry.get("p") or {}
     c = classify(cb_id, params, parse_form(str(entry.get("q", "")).encode()))
+    if duplicate:
+        await ctx.store.log_duplicate(c.ckey, cb_id, kind=c.kind, at=at, sv=sv, ref=c.ref)
+        return False
     # The subscriptions that want this event type are read alongside the correlation: the two
     # scripts share one pipeline (gateway.infra.redis_batch). An unmatched callback reads its own.
     matching = ctx.deliveries.matching_subscriptions_soon(c.event_type)
     try:
         corr = await ctx.store.correlate(
-            c.ckey, cb_id, raw, kind=c.kind, seq=c.seq, links=c.links, final=final, ref=c.ref
+            c.ckey, cb_id, raw, kind=c.kind, seq=c.seq, links=c.links, final=final, ref=c.ref, at=at, sv=sv
         )
     finally:
         subscriptions = await matching  # queued already: never left unawaited
@@ -79,7 +89,8 @@ async def _unparsed(ctx: WorkerContext, cb_id: str, raw: str, entry: InboxEntry,
     """A signed callback whose payload did not parse (kept raw by the receiver): nothing can
     correlate it, so it is unmatched at once, listed with the unmatched callbacks, and its event
     carries the payload as it came and why it did not parse."""
-    corr = await ctx.store.correlate(f"none:{cb_id}", cb_id, raw, kind="unknown", final=True)
+    at, sv = int(entry["at"]), str(entry.get("sv", ""))
+    corr = await ctx.store.correlate(f"none:{cb_id}", cb_id, raw, kind="unknown", final=True, at=at, sv=sv)
     metrics.child(metrics.CALLBACKS, corr.outcome).inc()
     log.warning("callback_unparsed", cb=cb_id, error=entry["perr"])
     data: dict[str, str] = {}
@@ -140,7 +151,10 @@ async def _one(ctx: WorkerContext, entry_id: str, fields: dict[str, str]) -> Non
     record already did."""
     try:
         ack = Ack(ctx.store.inbox, INBOX_GROUP, entry_id)
-        if await handle_entry(ctx, fields["e"], final=fields.get("final") == "1", ack=ack):
+        duplicate = fields.get("dup") == "1"
+        if await handle_entry(
+            ctx, fields["e"], final=fields.get("final") == "1", ack=ack, duplicate=duplicate
+        ):
             return
     except (RedisError, OSError) as exc:
         if redis_errors.transient(exc):

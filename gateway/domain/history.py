@@ -36,6 +36,7 @@ class EventRow:
     api_id: str | None
     type: str
     body: EventJson  # the event as delivered
+    raw: str | None = None  # ``body`` as JSON text, when it was read as such (written as is)
 
 
 @dataclass(slots=True)
@@ -71,6 +72,27 @@ class AttemptRow:
 
 
 @dataclass(slots=True)
+class CallbackRow:
+    """A callback as it was received (one row per receipt: a duplicate has its own).
+
+    ``outcome``: matched, late (after the request timed out), stale (an older status than one
+    already seen), extra (a second result), replay (the same one handled again), duplicate (the
+    receiver had it already), unmatched. ``early``: it came before the submit had finished (it
+    waited, parked, for its request)."""
+
+    callback_id: str
+    received_at: int
+    api_id: str | None
+    event_id: str
+    handled_at: int
+    kind: str  # result | status | message | call | unknown (gateway.domain.callbacks.classify)
+    outcome: str
+    signature_version: str | None
+    early: bool
+    payload: dict[str, Any] | None  # its parameters as received (JSON); None once erased
+
+
+@dataclass(slots=True)
 class Tree:
     """One unit of history: a request with its events, deliveries and attempts, or an event of no
     request (``request`` None, one event). ``settled``: nothing in it can change any more (the
@@ -80,10 +102,12 @@ class Tree:
     events: list[EventRow] = field(default_factory=list)
     deliveries: list[DeliveryRow] = field(default_factory=list)
     attempts: list[AttemptRow] = field(default_factory=list)
+    callbacks: list[CallbackRow] = field(default_factory=list)
     settled: bool = False
 
     def row_count(self) -> int:
-        return (self.request is not None) + len(self.events) + len(self.deliveries) + len(self.attempts)
+        rows = len(self.events) + len(self.deliveries) + len(self.attempts) + len(self.callbacks)
+        return (self.request is not None) + rows
 
 
 def merge(older: Tree, newer: Tree) -> Tree:
@@ -106,7 +130,20 @@ def merge(older: Tree, newer: Tree) -> Tree:
 
     attempts = {attempt_key(a): a for a in older.attempts} | {attempt_key(a): a for a in newer.attempts}
     merged.attempts = sorted(attempts.values(), key=lambda a: (a.at, a.delivery_id, a.cycle, a.attempt))
+    # A callback's row never changes once written (PostgreSQL keeps the first): the older copy wins,
+    # with the payload Redis may no longer have.
+    callbacks = {callback_key(c): c for c in newer.callbacks} | {callback_key(c): c for c in older.callbacks}
+    merged.callbacks = sorted(callbacks.values(), key=callback_key_time)
     return merged
+
+
+def callback_key(c: CallbackRow) -> tuple[str, int]:
+    return (c.callback_id, c.received_at)
+
+
+def callback_key_time(c: CallbackRow) -> tuple[int, str]:
+    """The order both stores list a request's callbacks in."""
+    return (c.received_at, c.callback_id)
 
 
 class AttemptView(TypedDict):
@@ -169,6 +206,30 @@ def timeline(tree: Tree, iso: Callable[[int], str]) -> list[dict[str, Any]]:
             outcome="unknown" if unknown else "accepted",
             **({"error": unknown} if unknown else {}),
         )
+    if tree.callbacks:
+        for c in tree.callbacks:
+            add(c.received_at, "callback", **callback_view(c, iso))
+        for event in tree.events:
+            add(event.created_at, "event", event_id=event.event_id, type=event.type)
+    else:  # copied before callbacks had rows of their own: what the request and its events tell
+        _callbacks_from_events(tree, add)
+    queue_deliveries = {d.delivery_id: d for d in tree.deliveries if d.target.get("type") == "queue"}
+    for a in tree.attempts:
+        fields = {k: v for k, v in attempt_view(a, iso).items() if k != "at"}
+        queue = queue_deliveries.get(a.delivery_id)
+        if queue is not None:
+            add(a.at, "job", queue=queue.target.get("queue"), function=queue.target.get("function"), **fields)
+        else:
+            add(a.at, "attempt", **fields)
+    items.sort(key=lambda item: (item[0], item[1]))
+    return [entry for _, _, entry in items]
+
+
+def _callbacks_from_events(tree: Tree, add: Callable[..., None]) -> None:
+    request = tree.request
+    submitted = request.submitted_at if request else 0
+    if request is not None:
+        record = request.record
         result = _json_object(record.get("result"))
         if result:
             at = int(result.get("at") or submitted)
@@ -194,16 +255,25 @@ def timeline(tree: Tree, iso: Callable[[int], str]) -> list[dict[str, Any]]:
                 early=event.created_at < submitted,
             )
         add(event.created_at, "event", event_id=event.event_id, type=event.type)
-    queue_deliveries = {d.delivery_id: d for d in tree.deliveries if d.target.get("type") == "queue"}
-    for a in tree.attempts:
-        fields = {k: v for k, v in attempt_view(a, iso).items() if k != "at"}
-        queue = queue_deliveries.get(a.delivery_id)
-        if queue is not None:
-            add(a.at, "job", queue=queue.target.get("queue"), function=queue.target.get("function"), **fields)
-        else:
-            add(a.at, "attempt", **fields)
-    items.sort(key=lambda item: (item[0], item[1]))
-    return [entry for _, _, entry in items]
+
+
+def callback_view(c: CallbackRow, iso: Callable[[int], str]) -> dict[str, Any]:
+    """A callback as the timeline shows it."""
+    payload = c.payload or {}
+    view: dict[str, Any] = {
+        "callback_id": c.callback_id,
+        "role": "result" if c.kind == "result" else "status",
+        "outcome": c.outcome,
+        "signature_version": c.signature_version,
+        "early": c.early,
+        "duplicate": c.outcome == "duplicate",
+        "late": c.outcome == "late",
+        "handled_at": iso(c.handled_at),
+    }
+    if c.kind != "result":
+        view["status"] = payload.get("Status") or payload.get("CallStatus") or payload.get("Event")
+        view["sequence"] = payload.get("Sequence")
+    return view
 
 
 def _json_object(raw: Any) -> dict[str, Any]:

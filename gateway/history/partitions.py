@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from gateway.history.migrate import Conn
 
-TABLES = {"requests": "submitted_at", "events": "created_at", "deliveries": "created_at", "attempts": "at"}
+TABLES = {
+    "requests": "submitted_at",
+    "events": "created_at",
+    "deliveries": "created_at",
+    "attempts": "at",
+    "callbacks": "received_at",
+}
 LOCK_KEY = 0x6362677770617274  # "cbgwpart"
 DAY_MS = 86_400_000
 

@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.domain.history import AttemptRow, DeliveryRow, EventRow, RequestRow
+from gateway.domain.history import (
+    FINAL_REQUEST,
+    AttemptRow,
+    CallbackRow,
+    DeliveryRow,
+    EventRow,
+    RequestRow,
+    Tree,
+)
+
+if TYPE_CHECKING:
+    from asyncpg import Record
 
 # What ``timestamptz`` and Python's datetime both hold: a time filter outside is clamped to it.
 _MIN_MS, _MAX_MS = -62_135_596_800_000, 253_402_300_799_999
@@ -52,7 +63,7 @@ def request_args(r: RequestRow) -> tuple[Any, ...]:
 
 
 def event_args(e: EventRow) -> tuple[Any, ...]:
-    return (e.event_id, ts(e.created_at), e.api_id, e.type, to_json(e.body))
+    return (e.event_id, ts(e.created_at), e.api_id, e.type, e.raw if e.raw is not None else to_json(e.body))
 
 
 def delivery_args(d: DeliveryRow) -> tuple[Any, ...]:
@@ -87,3 +98,101 @@ def attempt_args(a: AttemptRow) -> tuple[Any, ...]:
         a.error,
         a.response,
     )
+
+
+def callback_args(c: CallbackRow) -> tuple[Any, ...]:
+    return (
+        c.callback_id,
+        ts(c.received_at),
+        c.api_id,
+        c.event_id,
+        ts(c.handled_at),
+        c.kind,
+        c.outcome,
+        c.signature_version,
+        c.early,
+        None if c.payload is None else to_json(c.payload),
+    )
+
+
+def tree_of(
+    request: Record,
+    events: list[Record],
+    deliveries: list[Record],
+    attempts: list[Record],
+    callbacks: list[Record],
+) -> Tree:
+    """A request's tree from its rows as PostgreSQL returns them (``SELECT *``)."""
+    record = json.loads(request["record"])
+    if request["erased_at"] is not None:
+        record["erased_at"] = str(at_ms(request["erased_at"]))  # as Redis keeps it (ms)
+    return Tree(
+        request=RequestRow(
+            api_id=request["api_id"],
+            submitted_at=at_ms(request["submitted_at"]),
+            status=request["status"],
+            resource=request["resource"],
+            method=request["method"],
+            finished_at=ms(request["finished_at"]),
+            metadata=json.loads(request["metadata"]),
+            record=record,
+        ),
+        events=[
+            EventRow(r["event_id"], at_ms(r["created_at"]), r["api_id"], r["type"], json.loads(r["body"]))
+            for r in events
+        ],
+        deliveries=[
+            DeliveryRow(
+                delivery_id=r["delivery_id"],
+                created_at=at_ms(r["created_at"]),
+                event_id=r["event_id"],
+                api_id=r["api_id"],
+                event_type=r["event_type"],
+                subscription_id=r["subscription_id"],
+                target=json.loads(r["target"]),
+                status=r["status"],
+                attempts=r["attempts"],
+                cycle=r["cycle"],
+                updated_at=at_ms(r["updated_at"]),
+                record=json.loads(r["record"]),
+            )
+            for r in deliveries
+        ],
+        attempts=[
+            AttemptRow(
+                delivery_id=r["delivery_id"],
+                cycle=r["cycle"],
+                attempt=r["attempt"],
+                at=at_ms(r["at"]),
+                event_id=r["event_id"],
+                api_id=r["api_id"],
+                target=r["target"],
+                outcome=r["outcome"],
+                status_code=r["status_code"],
+                duration_ms=r["duration_ms"],
+                error=r["error"],
+                response=r["response"],
+            )
+            for r in attempts
+        ],
+        callbacks=[
+            CallbackRow(
+                callback_id=r["callback_id"],
+                received_at=at_ms(r["received_at"]),
+                api_id=r["api_id"],
+                event_id=r["event_id"],
+                handled_at=at_ms(r["handled_at"]),
+                kind=r["kind"],
+                outcome=r["outcome"],
+                signature_version=r["signature_version"],
+                early=r["early"],
+                payload=None if r["payload"] is None else json.loads(r["payload"]),
+            )
+            for r in callbacks
+        ],
+        settled=request["status"] in FINAL_REQUEST and all(r["status"] != "pending" for r in deliveries),
+    )
+
+
+def at_ms(value: dt.datetime) -> int:
+    return round(value.timestamp() * 1000)

@@ -83,6 +83,7 @@ class Store(InboxMixin, RequestsMixin, CorrelationMixin, SweepsMixin, LimitsMixi
         self._ingest = scripts.load(redis, "ingest")
         self._submit = scripts.load(redis, "submit")
         self._correlate = scripts.load(redis, "correlate")
+        self._callback_dup = scripts.load(redis, "callback_dup")
         self._expire = scripts.load(redis, "expire")
         self._release = scripts.load(redis, "release")
         self._idem_claim = scripts.load(redis, "idem_claim")

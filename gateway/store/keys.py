@@ -53,6 +53,9 @@ Receive path: requests, callbacks, correlation (``gateway.store.core`` and its m
 | ``archive_backfilled``      | string | none                    | archiver (once: what | archiver           |
 |                             |        |                         | Redis held before    |                    |
 |                             |        |                         | history existed)     |                    |
+| ``cbs:{api_id|event_id}``   | list   | GATEWAY_LINK_TTL (the   | correlate,           | archiver           |
+|                             |        | hot retention once      | callback_dup         |                    |
+|                             |        | copied and settled)     |                      |                    |
 
 Fan-out and delivery: events, deliveries, subscriptions (``gateway.store.delivery`` and its modules)
 
@@ -145,6 +148,8 @@ WEBHOOK_SECRET = "webhook_secret"  # noqa: S105 (a key name)
 NOTIFY = "notify"
 ARCHIVE = "archive"
 ARCHIVE_BACKFILLED = "archive_backfilled"
+CBS = "cbs:"
+DUPLICATES_LOGGED = 3  # duplicates of one callback that history lists (ingest counts the rest)
 EVT = "evt:"
 EVTDLV = "evtdlv:"
 DLV = "dlv:"
@@ -193,6 +198,8 @@ LUA_NAMES: dict[str, str | int] = {
     "STATE": STATE,
     "NOTIFY": NOTIFY,
     "ARCHIVE": ARCHIVE,
+    "CBS": CBS,
+    "DUPLICATES_LOGGED": DUPLICATES_LOGGED,
     "EVT": EVT,
     "EVTDLV": EVTDLV,
     "DLV": DLV,
@@ -255,6 +262,10 @@ class Keys:
 
     def reqevents(self, api_id: str) -> str:
         return self.prefix + REQEVENTS + api_id
+
+    def cbs(self, owner: str) -> str:
+        """The callback log of a request (its api_id) or of an unmatched callback (its event id)."""
+        return self.prefix + CBS + owner
 
     def requests(self, status: str) -> str:
         return self.prefix + REQUESTS + status

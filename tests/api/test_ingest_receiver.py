@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from gateway.api.app import create_app
 from gateway.domain.signing import sign_v3
 from gateway.settings import Settings
-from tests.api.test_receiver import inbox_len, send, signed
+from tests.api.test_receiver import duplicates_len, inbox_len, send, signed
 
 
 async def test_other_methods_and_root_path_take_the_router(
@@ -83,6 +83,7 @@ async def test_concurrent_callbacks_each_get_their_own_answer(stack_factory: Any
     again = await asyncio.gather(*(send(stack, a) for a in retries + replays))
     assert [a.status_code for a in again] == [200] * 40 + [403] * 40
     assert await inbox_len(redis, stack) == 120
+    assert await duplicates_len(redis, stack) == 40
     # A script cache Redis lost (restart, SCRIPT FLUSH) is reloaded on the fly.
     await redis.script_flush()
     late = await asyncio.gather(*(send(stack, signed(stack, {"api_id": f"late{i}"})) for i in range(10)))

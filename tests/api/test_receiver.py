@@ -64,7 +64,15 @@ async def send(stack: Stack, args: dict[str, Any]) -> httpx.Response:
 
 
 async def inbox_len(redis: Redis, stack: Stack) -> int:
-    return int(await redis.xlen(stack.settings.GATEWAY_KEY_PREFIX + "inbox"))
+    """Callbacks stored in the inbox (not counting the duplicates logged for history)."""
+    entries = await redis.xrange(stack.settings.GATEWAY_KEY_PREFIX + "inbox")
+    return sum(1 for _, fields in entries if "dup" not in fields)
+
+
+async def duplicates_len(redis: Redis, stack: Stack) -> int:
+    """Duplicates in the inbox, marked ``dup`` (lua/ingest.lua): only logged, never handled again."""
+    entries = await redis.xrange(stack.settings.GATEWAY_KEY_PREFIX + "inbox")
+    return sum(1 for _, fields in entries if fields.get("dup") == "1")
 
 
 async def test_missing_and_forged_signatures_are_403(stack_factory: Any, redis: Redis) -> None:
@@ -131,6 +139,7 @@ async def test_replayed_nonce_is_refused(stack_factory: Any, redis: Redis) -> No
     # A fresh signature for the same payload is Plivo retrying: a duplicate, acknowledged.
     assert (await send(stack, signed(stack, {"api_id": "a5"}))).status_code == 200
     assert await inbox_len(redis, stack) == 1
+    assert await duplicates_len(redis, stack) == 1  # the retry, logged; the refused replay is not
 
 
 async def test_verification_can_be_switched_off_explicitly(stack_factory: Any, redis: Redis) -> None:

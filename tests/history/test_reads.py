@@ -22,7 +22,9 @@ async def drop_from_redis(stack: Stack, redis: Redis, api_id: str) -> None:
     """As if Redis had let the request go: its record, its events' and deliveries' keys."""
     prefix = stack.settings.GATEWAY_KEY_PREFIX
     keys = [k async for k in redis.scan_iter(match=prefix + "*")]
-    doomed = [k for k in keys if k.split(":")[1] in ("req", "reqevents", "evt", "evtdlv", "dlv", "dlvlog")]
+    doomed = [
+        k for k in keys if k.split(":")[1] in ("req", "reqevents", "evt", "evtdlv", "dlv", "dlvlog", "cbs")
+    ]
     assert any(k.endswith(api_id) for k in doomed)
     await redis.delete(*doomed)
 

@@ -1,31 +1,23 @@
 -- Resolve a callback's ckey to a request and complete or link it, or park the callback, in one
--- step. A result carrying both an api_id and a ref falls back to the ref when no request has that
--- api_id (one whose upstream reply was lost is kept under its ref) and is parked under the ref,
--- where both kinds of request look on submit. Keys are derived here from the prefix because the
--- request key is only known after resolving the link (gateway.store.keys).
--- final: '1' when the grace period is over; ref: the callback URL's, or ''; links: ckeys to link
--- to the request on completion.
+-- step (lib/resolve.lua), and log it with what it belongs to (lib/callback_log.lua). A result is
+-- parked under its ref when it has one, where both kinds of request look on submit. Keys are
+-- derived here from the prefix because the request key is only known after resolving the link
+-- (gateway.store.keys).
+-- final: '1' when the grace period is over; ref: the callback URL's, or ''; at, sv: when it was
+-- received and the signature version that verified it ('' if none); links: ckeys to link to the
+-- request on completion.
 -- Returns {outcome, api_id, previous status, metadata, targets, resource}.
---! args: p ckey cb entry now grace kind seq link_ttl retention final ref ...links
+--! args: p ckey cb entry now grace kind seq link_ttl retention final ref at sv ...links
 --#include lib/move.lua
---#include lib/ref_lookup.lua
+--#include lib/resolve.lua
+--#include lib/callback_log.lua
 now, grace, link_ttl, retention = tonumber(now), tonumber(grace), tonumber(link_ttl), tonumber(retention)
-local api_id
-if string.sub(ckey, 1, 4) == 'api:' then
-  api_id = string.sub(ckey, 5)
-elseif string.sub(ckey, 1, 4) == 'ref:' then
-  api_id = ref_lookup(p, string.sub(ckey, 5), now, link_ttl)
-elseif string.sub(ckey, 1, 5) ~= 'none:' then
-  api_id = redis.call('GET', p .. {{LINK}} .. ckey)
-end
-local rkey = api_id and (p .. {{REQ}} .. api_id) or nil
-if ref ~= '' and (not rkey or redis.call('EXISTS', rkey) == 0) then
-  api_id = ref_lookup(p, ref, now, link_ttl)
-  rkey = api_id and (p .. {{REQ}} .. api_id) or nil
-end
-if not rkey or redis.call('EXISTS', rkey) == 0 then
+local api_id, rkey = resolve(p, ckey, ref, now, link_ttl)
+if not rkey then
   if final == '1' then
-    redis.call('ZADD', p .. {{UNMATCHED_LOG}}, now, 'evt_' .. cb)
+    local eid = 'evt_' .. cb
+    redis.call('ZADD', p .. {{UNMATCHED_LOG}}, now, eid)
+    log_callback(p, eid, 'e:' .. eid, cb, at, now, sv, 'unmatched', kind, retention)
     return {'unmatched', '', '', '', '', ''}
   end
   local park = ref ~= '' and ('ref:' .. ref) or ckey
@@ -73,4 +65,5 @@ elseif seq ~= '' then
     redis.call('EXPIRE', skey, link_ttl)
   end
 end
+log_callback(p, api_id, 'r:' .. api_id, cb, at, now, sv, outcome, kind, link_ttl)
 return {outcome, api_id, status, info[3] or '', info[4] or '', info[5] or ''}
