@@ -66,10 +66,13 @@ async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def make_settings(redis_server: EmbeddedRedis, postgres_server: EmbeddedPostgres) -> Callable[..., Settings]:
+def make_settings(
+    redis_server: EmbeddedRedis, postgres_server: EmbeddedPostgres, request: pytest.FixtureRequest
+) -> Callable[..., Settings]:
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     # Each test its own schema (created by the first migration), as its own Redis key prefix.
     database_url = postgres_server.url() + "?search_path=" + prefix.rstrip(":")
+    writer_process = request.node.get_closest_marker("history_writer_process") is not None
 
     def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -77,6 +80,9 @@ def make_settings(redis_server: EmbeddedRedis, postgres_server: EmbeddedPostgres
             "DATABASE_URL": database_url,
             "GATEWAY_KEY_PREFIX": prefix,
             "GATEWAY_HISTORY_DELAY": 0.02,
+            # The default, a writer child per worker, where a test is about it (tests/history, and
+            # every test that runs the CLI's worker); inline elsewhere (see pyproject's markers).
+            "GATEWAY_HISTORY_WRITER": "process" if writer_process else "inline",
             "PLIVO_AUTH_ID": AUTH_ID,
             "PLIVO_AUTH_TOKEN": "sandbox-token-" + "x" * 20,
             "GATEWAY_API_KEYS": "test-key-1234567890",

@@ -111,8 +111,8 @@ async def run_archiver(
                 report(batch)
                 if batch.members == BATCH:
                     wait = 0  # more is due: go on at once
-        except HistoryUnavailable as exc:
-            log.warning("history_unavailable", error=str(exc))
+        except HistoryUnavailable:
+            # Not connected (yet): the client says why, once per attempt (history_unavailable).
             wait = backoff = min(backoff * 2, RETRY_MAX_S)
         except (RedisError, OSError) as exc:
             log.warning("archive_redis_unavailable", error=type(exc).__name__)

@@ -81,6 +81,7 @@ class Store(InboxMixin, RequestsMixin, CorrelationMixin, SweepsMixin, LimitsMixi
         self.nonce_window = nonce_window
         self.inbox = self.keys.inbox
         self._ingest = scripts.load(redis, "ingest")
+        self._ingest_forget = scripts.load(redis, "ingest_forget")
         self._submit = scripts.load(redis, "submit")
         self._correlate = scripts.load(redis, "correlate")
         self._callback_dup = scripts.load(redis, "callback_dup")

@@ -1,7 +1,8 @@
 """The inbox stream: callbacks stored by the receiver (``ingest``), and the worker's consumer group.
 
-``ingest`` is the receiver's one round trip: ``SET dedup NX`` then ``XADD inbox`` in one script, so
-the 200 is sent only for a callback that is in the inbox, and a duplicate finds its dedup key.
+``ingest`` is the receiver's one round trip: the dedup mark then ``XADD inbox`` in one script, so
+the 200 is sent only for a callback that is in the inbox, and a duplicate finds its dedup mark
+(marks and nonces are fields of time-bucketed hashes: lua/lib/seen.lua).
 """
 
 from __future__ import annotations
@@ -21,21 +22,34 @@ class InboxMixin:
     dedup_ttl: int
     nonce_window: int
     _ingest: ScriptCall
+    _ingest_forget: ScriptCall
     _forget_consumer: ScriptCall
 
     # --- receiver -------------------------------------------------------------------------
 
     async def ingest(self, cb_id: str, entry_json: str, nonce_id: str = "") -> int:
         """Store a callback durably unless seen before: 1 stored, 0 duplicate, -1 replayed nonce."""
-        return int(
-            await self._ingest(
-                dedup=self.keys.dedup(cb_id),
-                inbox=self.inbox,
-                nonce=self.keys.nonce(nonce_id) if nonce_id else "",
-                dedup_ttl=self.dedup_ttl,
-                entry=entry_json,
-                nonce_window=self.nonce_window,
-            )
+        return int(await self._ingest(**self._ingest_args(cb_id, entry_json, nonce_id)))
+
+    def _ingest_args(self, cb_id: str, entry_json: str, nonce_id: str) -> dict[str, str | int]:
+        return {
+            "inbox": self.inbox,
+            "p": self.keys.prefix,
+            "cb": cb_id,
+            "nonce": nonce_id if self.nonce_window else "",
+            "dedup_ttl": self.dedup_ttl,
+            "entry": entry_json,
+            "nonce_window": self.nonce_window,
+        }
+
+    async def forget_ingest(self, cb_id: str, nonce_id: str) -> None:
+        """Undo a stored callback's dedup mark and nonce, so that its retry is stored again."""
+        await self._ingest_forget(
+            p=self.keys.prefix,
+            cb=cb_id,
+            nonce=nonce_id if self.nonce_window else "",
+            dedup_ttl=self.dedup_ttl,
+            nonce_window=self.nonce_window,
         )
 
     async def ingest_replicated(
@@ -45,15 +59,7 @@ class InboxMixin:
         counts the replicas that acknowledged this connection's writes. Returns (ingest result,
         replicas that acknowledged)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            await self._ingest(
-                client=pipe,
-                dedup=self.keys.dedup(cb_id),
-                inbox=self.inbox,
-                nonce=self.keys.nonce(nonce_id) if nonce_id else "",
-                dedup_ttl=self.dedup_ttl,
-                entry=entry_json,
-                nonce_window=self.nonce_window,
-            )
+            await self._ingest(client=pipe, **self._ingest_args(cb_id, entry_json, nonce_id))
             pipe.execute_command("WAIT", replicas, timeout_ms)
             stored, acked = await pipe.execute()
         return int(stored), int(acked)

@@ -24,11 +24,11 @@ Receive path: requests, callbacks, correlation (``gateway.store.core`` and its m
 | ``refs:{hour}:{h}``         | hash   | retention from its last | submit               | correlate          |
 |                             |        | write                   |                      | (``ref:``)         |
 | ``link:{ckey}``             | string | retention               | correlate            | correlate          |
-| ``dedup:{cb_id}``           | string | GATEWAY_DEDUP_TTL       | ingest (receiver)    | ingest; the        |
-|                             |        |                         |                      | receiver deletes   |
-|                             |        |                         |                      | it (no quorum)     |
-| ``nonce:{nonce}``           | string | GATEWAY_NONCE_WINDOW    | ingest (receiver)    | ingest; as         |
-|                             |        |                         |                      | ``dedup``          |
+| ``dedup:{period}:{sub}``    | hash   | until the end of the    | ingest (receiver)    | ingest;            |
+|                             |        | next period (period:    |                      | ingest_forget (no  |
+|                             |        | GATEWAY_DEDUP_TTL)      |                      | quorum)            |
+| ``nonce:{period}:{sub}``    | hash   | as ``dedup`` (period:   | ingest (receiver)    | ingest;            |
+|                             |        | GATEWAY_NONCE_WINDOW)   |                      | ingest_forget      |
 | ``inbox``                   | stream | entries XDEL'd when     | ingest, submit,      | worker (group      |
 |                             |        | acknowledged            | correlate, sweeps    | ``correlate``)     |
 | ``inbox_failed``            | stream | none (MAXLEN ~100,000)  | worker (undecodable  | /metrics,          |
@@ -136,6 +136,7 @@ REFS = "refs:"
 LINK = "link:"
 DEDUP = "dedup:"
 NONCE = "nonce:"
+MARK_SUB_HEX = 3  # dedup/nonce buckets of a period: 16**3 small hashes (lua/lib/seen.lua)
 INBOX = "inbox"
 INBOX_FAILED = "inbox_failed"
 PARK = "park:"
@@ -200,6 +201,9 @@ LUA_NAMES: dict[str, str | int] = {
     "ARCHIVE": ARCHIVE,
     "CBS": CBS,
     "DUPLICATES_LOGGED": DUPLICATES_LOGGED,
+    "DEDUP": DEDUP,
+    "NONCE": NONCE,
+    "MARK_SUB_HEX": MARK_SUB_HEX,
     "EVT": EVT,
     "EVTDLV": EVTDLV,
     "DLV": DLV,
@@ -277,11 +281,15 @@ class Keys:
         """The bucket keeping ``ref`` -> api_id for a request submitted at ``at_ms``."""
         return self.prefix + ref_bucket(ref, at_ms)
 
-    def dedup(self, cb_id: str) -> str:
-        return self.prefix + DEDUP + cb_id
+    def dedup(self, cb_id: str, period: int) -> tuple[str, str]:
+        """The bucket (hash) and field of ``cb_id``'s dedup mark in ``period`` (floor(time /
+        GATEWAY_DEDUP_TTL)), as lua/lib/seen.lua writes them."""
+        return f"{self.prefix}{DEDUP}{period}:{cb_id[:MARK_SUB_HEX]}", cb_id[MARK_SUB_HEX:]
 
-    def nonce(self, nonce_id: str) -> str:
-        return self.prefix + NONCE + nonce_id
+    def nonce(self, nonce_id: str, period: int) -> tuple[str, str]:
+        """The bucket and field of a nonce in ``period`` (floor(time / GATEWAY_NONCE_WINDOW))."""
+        sub = hashlib.sha1(nonce_id.encode(), usedforsecurity=False).hexdigest()[:MARK_SUB_HEX]
+        return f"{self.prefix}{NONCE}{period}:{sub}", nonce_id
 
     def park(self, ckey: str) -> str:
         return self.prefix + PARK + ckey

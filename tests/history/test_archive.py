@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import pytest
 from redis.asyncio import Redis
 
 from tests.conftest import Stack
 from tests.support.receiver import wait_until
+
+pytestmark = pytest.mark.history_writer_process
 
 MESSAGE = {"src": "14155550100", "dst": "14155550123", "text": "hi"}
 

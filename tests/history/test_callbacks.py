@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from tests.api.test_receiver import send, signed
 from tests.conftest import Stack
 from tests.history.test_archive import MESSAGE, archived, db, submit_message
 from tests.support.receiver import wait_until
+
+pytestmark = pytest.mark.history_writer_process
 
 
 async def callback_rows(stack: Stack, where: str, *args: Any) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import pytest
 from redis.asyncio import Redis
 
 from tests.api.test_receiver import signed
@@ -13,6 +14,8 @@ from tests.conftest import Stack
 from tests.history.test_archive import MESSAGE, archived
 from tests.support.receiver import wait_until
 from tooling.embedded_postgres import EmbeddedPostgres
+
+pytestmark = pytest.mark.history_writer_process
 
 
 async def test_an_outage_fills_the_backlog_to_its_bound_then_drains_losing_nothing(

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from tests.conftest import Stack
 from tests.history.test_archive import archived, db, submit_message
 from tests.support.receiver import wait_until
+
+pytestmark = pytest.mark.history_writer_process
 
 
 async def get(stack: Stack, path: str) -> Any:

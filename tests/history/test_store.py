@@ -17,6 +17,8 @@ from gateway.history.migrate import migrate, migrations
 from gateway.history.store import HistoryStore
 from tooling.embedded_postgres import EmbeddedPostgres
 
+pytestmark = pytest.mark.history_writer_process
+
 DAY_MS = 86_400_000
 
 

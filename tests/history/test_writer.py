@@ -9,12 +9,15 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from gateway.infra import metrics
 from tests.conftest import Stack
 from tests.history.test_archive import archived, db, submit_message
 from tests.support.receiver import wait_until
+
+pytestmark = pytest.mark.history_writer_process
 
 
 def writers() -> dict[int, str]:

@@ -48,8 +48,27 @@ async def test_ingest_deduplicates_concurrent_copies(store: Store) -> None:
     # One stored; the first DUPLICATES_LOGGED duplicates are logged for history, marked, the rest
     # only counted: a flood of copies does not grow the inbox.
     assert [f.get("dup") for _, f in entries] == [None] + ["1"] * DUPLICATES_LOGGED
-    assert await store.redis.get(store.key("dedup", "cb1")) == "50"
-    assert await store.redis.ttl(store.key("dedup", "cb1")) > 0
+    seconds, _ = await store.redis.time()
+    bucket, field = store.keys.dedup("cb1", int(seconds) // store.dedup_ttl)
+    assert await store.redis.hget(bucket, field) == "50"  # the copies, counted in the mark
+    assert 0 < await store.redis.ttl(bucket) <= 2 * store.dedup_ttl
+
+
+async def test_a_dedup_mark_outlives_its_period_and_then_goes(redis_server: EmbeddedRedis) -> None:
+    # Marks are fields of per-period hashes (lua/lib/seen.lua): one written just before a period
+    # ends is still found in the next (the previous bucket is looked up too), and gone after that.
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    store = Store(client, f"s{uuid.uuid4().hex[:6]}:", dedup_ttl=1, retention=3600, grace=300)
+    try:
+        _, micros = await client.time()  # Redis' clock, not this process's, decides the period
+        await asyncio.sleep(1 - micros / 1e6 + 0.05)  # just after a period starts
+        assert await store.ingest("cb9", entry("cb9", "a")) == 1
+        await asyncio.sleep(1.0)  # the next period
+        assert await store.ingest("cb9", entry("cb9", "a")) == 0  # found in the previous bucket
+        await asyncio.sleep(2.1)  # both periods over: the bucket has expired
+        assert await store.ingest("cb9", entry("cb9", "a")) == 1
+    finally:
+        await client.aclose()
 
 
 async def test_callback_before_submit_is_parked_then_moved_back(store: Store) -> None:

@@ -84,7 +84,8 @@ def _assert_history(history: dict) -> None:  # type: ignore[type-arg]
     assert redis["what_if_forget"]["settled_trees"] == redis["requests"]
     postgres = history["postgres"]
     assert postgres["bytes_per_request"] > 0
-    assert postgres["rows_per_request"] == 13  # a request, 4 events, 4 deliveries, 4 attempts
+    # a request, 4 events, 4 deliveries, 4 attempts and 4 callbacks (a result, 3 status callbacks)
+    assert postgres["rows_per_request"] == 17
     writer = history["writer"]
     assert writer["rows"] == writer["trees"] * 13
     assert writer["rows_per_s"] > 0

@@ -25,6 +25,7 @@ import httpx
 import pytest
 import typer.main
 
+from gateway.history.migrate import migrations
 from tests.support.receiver import WebhookReceiver
 from tests.support.servers import ServerThread
 from tooling.embedded_postgres import EmbeddedPostgres
@@ -396,8 +397,14 @@ def test_migrate_applies_the_schema_once_and_says_so(tmp_path: Path) -> None:
         first = cli_run("migrate", cwd=tmp_path, env=env)
         again = cli_run("migrate", cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert re.search(r"^applied 0001_history$", first.stdout, re.M), first.stdout
-    assert first.stdout.splitlines()[-1] == again.stdout.strip() == "schema at version 1"
+    shipped = migrations()
+    for migration in shipped:  # every one applied, in order, once
+        assert re.search(rf"^applied {migration.version:04d}_{migration.name}$", first.stdout, re.M), (
+            first.stdout
+        )
+    assert "applied" not in again.stdout
+    latest = f"schema at version {shipped[-1].version}"
+    assert first.stdout.splitlines()[-1] == again.stdout.strip() == latest
 
 
 def test_migrate_without_a_reachable_database_exits_with_one_line(tmp_path: Path) -> None:

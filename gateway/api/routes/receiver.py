@@ -364,9 +364,6 @@ class Receiver:
             # Forget the dedup mark and the nonce so that Plivo's retry (same nonce) is stored
             # again (a second inbox entry of the same callback is harmless: its event id derives
             # from the callback id).
-            forget = [state.store.keys.dedup(cb_id)]
-            if nonce_id:
-                forget.append(state.store.keys.nonce(nonce_id))
-            await state.redis.delete(*forget)
+            await state.store.forget_ingest(cb_id, nonce_id)
             raise OSError(f"callback reached {acked} of {settings.REDIS_WAIT_REPLICAS} replicas")
         return stored
