@@ -16,7 +16,9 @@ Knobs for tests, set with ``POST /_sandbox/config`` (JSON, merged into the curre
   used one per request before normal service resumes (``executed``: the request is carried out all
   the same, callbacks included, as when Plivo acts and then fails to answer; ``sleep``: seconds
   before answering, past the client's read timeout to make one); ``sync_status`` /
-  ``async_status`` the HTTP status of replies.
+  ``async_status`` the HTTP status of replies; ``retries`` times a callback that failed (no answer
+  in time, or not 2xx) is sent again, ``retry_delay`` seconds apart, doubling (Plivo retries
+  messaging callbacks 60, 120 and 240 s apart; the default, 0, sends each callback once).
 
 ``GET /_sandbox/requests`` lists what arrived (with monotonic timestamps) and
 ``GET /_sandbox/callbacks`` what was sent back and how the gateway answered.
@@ -55,6 +57,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "replies": [],
     "sync_status": 200,
     "async_status": 200,
+    "retries": 0,
+    "retry_delay": 1.0,
 }
 
 REQUIRED = {"Call/": ("from", "to", "answer_url"), "Message/": ("dst", "text")}
@@ -133,29 +137,41 @@ async def send_callback(
     """Send one callback as Plivo would; record how the receiver answered."""
     target = url.split("#", 1)[0]  # the fragment carries Plivo's retry settings, never sent
     encoding = st.config["encoding"]
-    if method == "GET":
-        sep = "&" if "?" in target else "?"
-        full = target + sep + urlencode(payload, doseq=True)
-        headers = _signed_headers(st, scheme, "GET", full, None)
-        call = http.get(full, headers=headers)
-    elif encoding == "json":
-        headers = _signed_headers(st, scheme, "POST", target, payload)
-        call = http.post(target, json=payload, headers=headers)
-    else:
-        headers = _signed_headers(st, scheme, "POST", target, payload)
-        call = http.post(
-            target,
-            content=urlencode(payload, doseq=True),
-            headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
-        )
-    record: dict[str, Any] = {"url": url, "method": method, "payload": payload, "at": time.time()}
-    try:
-        response = await call
-        record["status"] = response.status_code
-    except httpx.HTTPError as exc:
-        record["status"] = None
-        record["error"] = type(exc).__name__
-    st.callbacks.append(record)
+
+    def build() -> httpx.Request:  # signed afresh each time, as Plivo signs each retry
+        if method == "GET":
+            sep = "&" if "?" in target else "?"
+            full = target + sep + urlencode(payload, doseq=True)
+            headers = _signed_headers(st, scheme, "GET", full, None)
+            request = http.build_request("GET", full, headers=headers)
+        elif encoding == "json":
+            headers = _signed_headers(st, scheme, "POST", target, payload)
+            request = http.build_request("POST", target, json=payload, headers=headers)
+        else:
+            headers = _signed_headers(st, scheme, "POST", target, payload)
+            request = http.build_request(
+                "POST",
+                target,
+                content=urlencode(payload, doseq=True),
+                headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+            )
+        return request
+
+    delay = float(st.config["retry_delay"])
+    for attempt in range(1 + int(st.config["retries"])):
+        if attempt:
+            await asyncio.sleep(delay)
+            delay *= 2
+        record: dict[str, Any] = {"url": url, "method": method, "payload": payload, "at": time.time()}
+        try:
+            response = await http.send(build())
+            record["status"] = response.status_code
+        except httpx.HTTPError as exc:
+            record["status"] = None
+            record["error"] = type(exc).__name__
+        st.callbacks.append(record)
+        if record["status"] is not None and 200 <= record["status"] < 300:
+            return
 
 
 def _status_payloads(result: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -85,13 +85,16 @@ SELECT * FROM unnest($1::text[], $2::int4[], $3::int4[], $4::timestamptz[], $5::
     $7::text[], $8::text[], $9::int4[], $10::float8[], $11::text[], $12::text[])
 ON CONFLICT (delivery_id, cycle, attempt, at) DO NOTHING"""
 
+# A callback's row is written once; only a payload missing from an earlier copy (which read the
+# callback's log line before its event was stored) is filled in later.
 _UPSERT_CALLBACK = """
 INSERT INTO callbacks (callback_id, received_at, api_id, event_id, handled_at, kind, outcome,
     signature_version, early, payload)
 SELECT c, r, a, e, h, k, o, sv, ea, pl::jsonb
 FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
     $7::text[], $8::text[], $9::bool[], $10::text[]) AS t(c, r, a, e, h, k, o, sv, ea, pl)
-ON CONFLICT (callback_id, received_at) DO NOTHING"""
+ON CONFLICT (callback_id, received_at) DO UPDATE SET payload = excluded.payload
+WHERE callbacks.payload IS NULL AND callbacks.erased_at IS NULL AND excluded.payload IS NOT NULL"""
 
 
 def _columns(rows: dict[Any, tuple[Any, ...]], width: int) -> list[list[Any]]:

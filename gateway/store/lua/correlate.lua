@@ -17,7 +17,7 @@ if not rkey then
   if final == '1' then
     local eid = 'evt_' .. cb
     redis.call('ZADD', p .. {{UNMATCHED_LOG}}, now, eid)
-    log_callback(p, eid, 'e:' .. eid, cb, at, now, sv, 'unmatched', kind, retention)
+    log_callback(p, eid, cb, at, now, sv, 'unmatched', kind, retention)
     return {'unmatched', '', '', '', '', ''}
   end
   local park = ref ~= '' and ('ref:' .. ref) or ckey
@@ -65,5 +65,5 @@ elseif seq ~= '' then
     redis.call('EXPIRE', skey, link_ttl)
   end
 end
-log_callback(p, api_id, 'r:' .. api_id, cb, at, now, sv, outcome, kind, link_ttl)
+log_callback(p, api_id, cb, at, now, sv, outcome, kind, link_ttl)
 return {outcome, api_id, status, info[3] or '', info[4] or '', info[5] or ''}
