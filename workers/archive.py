@@ -16,10 +16,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.history.client import HistoryClient, HistoryUnavailable
 from gateway.infra import logs, metrics
+from gateway.settings import Settings
 from gateway.store.archive import ArchiveStore
 
 log = logs.get("workers.archive")
@@ -123,3 +125,23 @@ async def run_archiver(
         if wait:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
+
+
+async def run_archiver_for(
+    settings: Settings,
+    redis: Redis,
+    history: HistoryClient,
+    stop: asyncio.Event,
+    report: Callable[[BatchReport], None] = observe,
+) -> None:
+    """``run_archiver`` as the settings say: their key prefix, history delay and hot retention."""
+    delay = settings.GATEWAY_HISTORY_DELAY
+    await run_archiver(
+        ArchiveStore(redis, settings.GATEWAY_KEY_PREFIX),
+        history,
+        stop,
+        delay_s=delay,
+        hot_s=settings.GATEWAY_HOT_RETENTION,
+        idle_s=max(0.01, delay / 2),
+        report=report,
+    )

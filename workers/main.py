@@ -20,10 +20,9 @@ from gateway.infra.redis_client import make_redis, sentinel_hosts
 from gateway.services import netguard
 from gateway.settings import Settings
 from gateway.store import make_delivery_store, make_store
-from gateway.store.archive import ArchiveStore
 from gateway.store.delivery import OPERATOR_EVENT_JOB
 from gateway.store.keys import Keys
-from workers.archive import run_archiver
+from workers.archive import run_archiver_for
 from workers.consumer import consumer_name, run_consumer
 from workers.context import JobContext, WorkerContext
 from workers.delivery import DELIVER_JOB, JOB_MAX_TRIES, SLOT_WAIT_S, deliver_job, job_timeout
@@ -98,7 +97,6 @@ def build_worker(
             )
             resources.push_async_callback(http.aclose)
             history: HistoryClient | None = None
-            writer: WriterProcess | None = None
             if settings.GATEWAY_HISTORY_WRITER == "inline":
                 history = HistoryClient(settings)
                 history.start()
@@ -124,19 +122,8 @@ def build_worker(
         ctx["stop"] = stop = asyncio.Event()
         ctx["consumer"] = asyncio.create_task(run_consumer(wctx, stop))
         ctx["sweeps"] = asyncio.create_task(run_sweeps(wctx, stop))
-        ctx["writer"] = writer
-        if history is not None:
-            delay = settings.GATEWAY_HISTORY_DELAY
-            ctx["archiver"] = asyncio.create_task(
-                run_archiver(
-                    ArchiveStore(redis, settings.GATEWAY_KEY_PREFIX),
-                    history,
-                    stop,
-                    delay_s=delay,
-                    hot_s=settings.GATEWAY_HOT_RETENTION,
-                    idle_s=max(0.01, delay / 2),
-                )
-            )
+        if history is not None:  # inline (else the writer child runs it)
+            ctx["archiver"] = asyncio.create_task(run_archiver_for(settings, redis, history, stop))
         log.info("worker_started", queue=wctx.queue_name)
         if started is not None:
             started.set()

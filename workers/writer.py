@@ -34,8 +34,7 @@ from gateway.history.client import HistoryClient
 from gateway.infra import logs, metrics
 from gateway.infra.redis_client import make_redis
 from gateway.settings import Settings
-from gateway.store.archive import ArchiveStore
-from workers.archive import BatchReport, run_archiver
+from workers.archive import BatchReport, run_archiver_for
 
 log = logs.get("workers.writer")
 
@@ -64,11 +63,6 @@ class WriterProcess:
         self._stopping = asyncio.Event()
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
-        self.starts = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._supervise(), name="history-writer")
@@ -102,7 +96,6 @@ class WriterProcess:
             log.warning("history_writer_unstartable", error=f"{type(exc).__name__}: {exc}")
             return None
         self._proc = proc
-        self.starts += 1
         assert proc.stdin is not None and proc.stdout is not None
         try:
             proc.stdin.write(self._line)
@@ -169,17 +162,8 @@ async def _child(settings: Settings) -> None:
     redis = make_redis(settings)
     history = HistoryClient(settings)
     history.start()
-    delay = settings.GATEWAY_HISTORY_DELAY
     try:
-        await run_archiver(
-            ArchiveStore(redis, settings.GATEWAY_KEY_PREFIX),
-            history,
-            stop,
-            delay_s=delay,
-            hot_s=settings.GATEWAY_HOT_RETENTION,
-            idle_s=max(0.01, delay / 2),
-            report=report,
-        )
+        await run_archiver_for(settings, redis, history, stop, report)
     finally:
         watcher.cancel()
         await history.close()
