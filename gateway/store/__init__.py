@@ -33,8 +33,9 @@ the inbox is a plain XADD.
 
 Flow and why it is safe against a crash between any two steps:
 
-1. ``ingest`` (receiver, one round trip): ``SET dedup NX`` then ``XADD inbox``. The 200 is sent only
-   after it returns, so an acknowledged callback is in the inbox. A duplicate finds the dedup key.
+1. ``ingest`` (receiver, one round trip): the dedup mark (a field of a time-bucketed hash,
+   lua/lib/seen.lua) then ``XADD inbox``. The 200 is sent only after it returns, so an acknowledged
+   callback is in the inbox. A duplicate finds the dedup mark.
 2. ``correlate`` (worker): resolves the ckey to a request and either completes/links it or parks the
    callback, atomically. Re-running it for the same callback id is harmless (``result_cb``, field
    ``b``, records which callback completed a request; a replayed one reports ``replay``).
