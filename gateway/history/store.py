@@ -19,10 +19,7 @@ import asyncpg
 
 from gateway.domain.deliveries import AttemptLog, DeliveryRecord
 from gateway.domain.events import EventJson
-from gateway.domain.history import (
-    Tree,
-    callback_key,
-)
+from gateway.domain.history import Tree, callback_key
 from gateway.history import partitions, rows
 from gateway.history.migrate import migrate
 from gateway.history.rows import (
@@ -45,8 +42,8 @@ if TYPE_CHECKING:
 COUNT_EXACT_MAX = 10_000  # list totals above this many rows are the planner's estimate
 
 # Each upsert takes a whole batch as one array per column (``unnest``): one statement, one plan and
-# one round trip per table a batch, where executemany planned and executed every row (about 4x the
-# database's CPU a row, measured with bench --phases history).
+# one round trip per table a batch, where executemany planned and executed every row (PostgreSQL's
+# CPU over one e2e bench run: 4.6 s with executemany, 1.5 s with unnest, sampled from /proc).
 _UPSERT_REQUEST = """
 INSERT INTO requests (api_id, submitted_at, status, resource, method, finished_at, metadata, record,
     erased_at)
@@ -170,22 +167,22 @@ class HistoryStore:
                 await partitions.ensure(conn, days - self._days)
                 self._days |= days
             async with conn.transaction():
-                rows: dict[Any, tuple[Any, ...]]
+                batch: dict[Any, tuple[Any, ...]]
                 if requests:
-                    rows = {(r.api_id, r.submitted_at): request_args(r) for r in requests}
-                    await conn.execute(_UPSERT_REQUEST, *_columns(rows, 9))
+                    batch = {(r.api_id, r.submitted_at): request_args(r) for r in requests}
+                    await conn.execute(_UPSERT_REQUEST, *_columns(batch, 9))
                 if events:
-                    rows = {(e.event_id, e.created_at): event_args(e) for e in events}
-                    await conn.execute(_UPSERT_EVENT, *_columns(rows, 5))
+                    batch = {(e.event_id, e.created_at): event_args(e) for e in events}
+                    await conn.execute(_UPSERT_EVENT, *_columns(batch, 5))
                 if deliveries:
-                    rows = {(d.delivery_id, d.created_at): delivery_args(d) for d in deliveries}
-                    await conn.execute(_UPSERT_DELIVERY, *_columns(rows, 12))
+                    batch = {(d.delivery_id, d.created_at): delivery_args(d) for d in deliveries}
+                    await conn.execute(_UPSERT_DELIVERY, *_columns(batch, 12))
                 if attempts:
-                    rows = {(a.delivery_id, a.cycle, a.attempt, a.at): attempt_args(a) for a in attempts}
-                    await conn.execute(_UPSERT_ATTEMPT, *_columns(rows, 12))
+                    batch = {(a.delivery_id, a.cycle, a.attempt, a.at): attempt_args(a) for a in attempts}
+                    await conn.execute(_UPSERT_ATTEMPT, *_columns(batch, 12))
                 if callbacks:
-                    rows = {callback_key(c): callback_args(c) for c in callbacks}
-                    await conn.execute(_UPSERT_CALLBACK, *_columns(rows, 10))
+                    batch = {callback_key(c): callback_args(c) for c in callbacks}
+                    await conn.execute(_UPSERT_CALLBACK, *_columns(batch, 10))
                 for r in requests:
                     if r.record.get("erased_at"):  # erased in Redis: what an earlier copy wrote goes too
                         await _erase(conn, r.api_id)
