@@ -131,8 +131,11 @@ def merge(older: Tree, newer: Tree) -> Tree:
     attempts = {attempt_key(a): a for a in older.attempts} | {attempt_key(a): a for a in newer.attempts}
     merged.attempts = sorted(attempts.values(), key=lambda a: (a.at, a.delivery_id, a.cycle, a.attempt))
     # A callback's row never changes once written (PostgreSQL keeps the first): the older copy wins,
-    # with the payload Redis may no longer have.
-    callbacks = {callback_key(c): c for c in newer.callbacks} | {callback_key(c): c for c in older.callbacks}
+    # with the payload Redis may no longer have, unless it lacks the payload the newer one has.
+    callbacks = {callback_key(c): c for c in newer.callbacks}
+    for c in older.callbacks:
+        if c.payload is not None or callback_key(c) not in callbacks:
+            callbacks[callback_key(c)] = c
     merged.callbacks = sorted(callbacks.values(), key=callback_key_time)
     return merged
 
