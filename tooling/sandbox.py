@@ -45,6 +45,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from gateway.domain.signing import sign_v2, sign_v3
+from gateway.infra import keepalive
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "delay": 0.05,
@@ -311,7 +312,8 @@ def create_sandbox(auth_id: str, auth_token: str) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=10.0) as http:
+        limits = httpx.Limits(keepalive_expiry=keepalive.IDLE_SECONDS)  # as Plivo's own senders should
+        async with httpx.AsyncClient(timeout=10.0, limits=limits) as http:
             app.state.http = http
             yield
             for task in list(st.tasks):

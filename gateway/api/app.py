@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -25,7 +24,7 @@ from gateway.infra import logs
 from gateway.infra.redis_client import make_redis
 from gateway.services.notify import Notifier
 from gateway.services.ratelimit import SharedRateLimiter
-from gateway.services.upstream import PlivoClient, RetryBudget
+from gateway.services.upstream import PlivoClient, RetryBudget, upstream_http
 from gateway.settings import Settings
 from gateway.store import make_store
 from gateway.store.keys import Keys
@@ -105,13 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = make_redis(settings)
-        timeout = httpx.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT)
-        http = httpx.AsyncClient(
-            timeout=timeout,
-            proxy=settings.UPSTREAM_PROXY,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-            follow_redirects=False,
-        )
+        http = upstream_http(settings)
         store = make_store(settings, redis)
         limiter = SharedRateLimiter(
             store,

@@ -34,6 +34,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from gateway.infra import keepalive
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
@@ -263,6 +265,7 @@ class WebhookClient:
             connector = aiohttp.TCPConnector(
                 resolver=GuardedResolver(self.policy),
                 limit=self.max_connections,
+                keepalive_timeout=keepalive.IDLE_SECONDS,
                 ttl_dns_cache=10,
                 enable_cleanup_closed=True,
             )

@@ -25,10 +25,24 @@ from typing import Any
 import httpx
 
 from gateway.domain.errors import BadGateway, OutcomeUnknown, RateLimited, UpstreamError
+from gateway.infra import keepalive
+from gateway.settings import Settings
 
 RETRYABLE = frozenset({429, 502, 503, 504})  # for GET and DELETE
 # Raised before any byte of the request left: the server cannot have acted on it.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def upstream_http(settings: Settings) -> httpx.AsyncClient:
+    """The process's pool of connections to Plivo (or UPSTREAM_PROXY)."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT),
+        proxy=settings.UPSTREAM_PROXY,
+        limits=httpx.Limits(
+            max_connections=100, max_keepalive_connections=20, keepalive_expiry=keepalive.IDLE_SECONDS
+        ),
+        follow_redirects=False,
+    )
 
 
 @dataclass(frozen=True, slots=True)
