@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -54,11 +55,25 @@ def _run_as() -> str | None:
     return "nobody" if os.geteuid() == 0 else None
 
 
+def _child_setup(nice: int) -> None:
+    die_with_parent()
+    if nice:
+        os.nice(nice)
+
+
 class EmbeddedPostgres:
     def __init__(
-        self, port: int | None = None, *, directory: str | None = None, bin_dir: Path | None = None
+        self,
+        port: int | None = None,
+        *,
+        directory: str | None = None,
+        bin_dir: Path | None = None,
+        nice: int = 0,
     ) -> None:
+        """``nice``: the server's CPU priority (its backends inherit it); the bench lowers it so
+        that a PostgreSQL sharing the gateway's cores stands in for one on a host of its own."""
         self.port = port or free_port()
+        self.nice = nice
         self.bin_dir = bin_dir
         self._dir_obj: tempfile.TemporaryDirectory[str] | None = None
         self.directory = directory
@@ -128,7 +143,7 @@ class EmbeddedPostgres:
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(Path(self.directory) / "postgres.log", "ab"),  # noqa: SIM115 (the child owns it)
-            preexec_fn=die_with_parent,
+            preexec_fn=functools.partial(_child_setup, self.nice),
             start_new_session=True,
             user=user,
             cwd=self.directory,

@@ -8,8 +8,9 @@ POST neither library retries, and neither may we blindly: for Plivo the outcome 
 and the request is not resent; for a webhook the attempt fails and waits for its back-off.
 
 httpx keeps an idle connection 5 s and aiohttp 15 s, so against a 5 s server the race is real:
-re-posting ten requests on connections idle 4.995-5.005 s failed 4 of 200 with httpx and 79 of
-200 with aiohttp (``docs/performance.md``, "Idle connections"). Our clients drop a connection
+POSTs re-sent on connections idle 4.99-5.005 s failed 0-4 of 200 with httpx and 10-79 of 200 with
+aiohttp, none with 4 s (``tests/bench/idle_race.py``; docs/performance.md, "Idle connections").
+Our clients drop a connection
 after IDLE_SECONDS instead, below the shortest idle timeout in common use; a busy gateway never
 lets one idle that long, and a quiet one pays one new handshake.
 """

@@ -23,7 +23,9 @@ Receive path: requests, callbacks, correlation (``gateway.store.core`` and its m
 | ``due:{timeout_s}``         | list   | none (popped when due)  | submit               | timeout sweep      |
 | ``refs:{hour}:{h}``         | hash   | retention from its last | submit               | correlate          |
 |                             |        | write                   |                      | (``ref:``)         |
-| ``link:{ckey}``             | string | retention               | correlate            | correlate          |
+| ``link:{ckey}``             | hash   | GATEWAY_LINK_TTL from   | correlate (``a``:    | correlate          |
+|                             |        | its last write          | api_id; ``q``, ``c``:|                    |
+|                             |        |                         | last status seq, cb) |                    |
 | ``dedup:{period}:{sub}``    | hash   | until the end of the    | ingest (receiver)    | ingest;            |
 |                             |        | next period (period:    |                      | ingest_forget (no  |
 |                             |        | GATEWAY_DEDUP_TTL)      |                      | quorum)            |
@@ -38,8 +40,8 @@ Receive path: requests, callbacks, correlation (``gateway.store.core`` and its m
 | ``unmatched``               | zset   | none (popped when due)  | correlate, submit    | unmatched sweep    |
 | ``unmatched_log``           | zset   | none (trimmed by the    | correlate (final)    | unmatched API      |
 |                             |        | sweep)                  |                      |                    |
-| ``state:{ckey}``            | hash   | retention               | correlate (status    | correlate          |
-|                             |        |                         | seq)                 |                    |
+| ``state:{ckey}``            | hash   | (read once, then        | gateways before      | correlate (folded  |
+|                             |        | deleted)                | links were hashes    | into its link)     |
 | ``idem:{key_id}``           | hash   | lease, then             | submit               | submit             |
 |                             |        | GATEWAY_IDEMPOTENCY_TTL | (Idempotency-Key)    |                    |
 | ``rate:{name}``             | zset   | the window              | upstream rate        | the same (1        |

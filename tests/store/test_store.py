@@ -115,6 +115,35 @@ async def test_links_route_status_callbacks_and_release_parked_ones(store: Store
     assert (await store.correlate("msg:m2", "s4", "{}", kind="message", seq="3")).outcome == "matched"
 
 
+async def test_a_message_keeps_one_key_its_link_with_its_last_status(store: Store) -> None:
+    """The last accepted status of a message lives in its link: one key a message, not two."""
+    api_id = str(uuid.uuid4())
+    await store.save_request(new_request(api_id))
+    await store.correlate(f"api:{api_id}", "cb1", entry("cb1", api_id), kind="result", links=["msg:m1"])
+    assert (await store.correlate("msg:m1", "s2", "{}", kind="message", seq="2")).outcome == "matched"
+    keys = [k async for k in store.redis.scan_iter(match=store.prefix + "*m1*")]
+    assert keys == [store.prefix + "link:msg:m1"]
+    assert await store.redis.hgetall(keys[0]) == {"a": api_id, "q": "2", "c": "s2"}  # type: ignore[misc]
+    assert 0 < await store.redis.ttl(keys[0]) <= store.link_ttl
+
+
+async def test_a_link_written_as_a_string_is_read_and_becomes_a_hash(store: Store) -> None:
+    """Links and status state from a gateway before links were hashes: still followed, still
+    ordering statuses, and folded into one key on first use."""
+    api_id = str(uuid.uuid4())
+    await store.save_request(new_request(api_id))
+    await store.correlate(f"api:{api_id}", "cb1", entry("cb1", api_id), kind="result", links=[])
+    link, state = store.prefix + "link:msg:old", store.prefix + "state:msg:old"
+    await store.redis.set(link, api_id, ex=500)
+    await store.redis.hset(state, mapping={"seq": "5", "cb": "s5"})  # type: ignore[misc]
+    stale = await store.correlate("msg:old", "s4", "{}", kind="message", seq="4")
+    assert (stale.outcome, stale.api_id) == ("stale", api_id)
+    assert await store.redis.hgetall(link) == {"a": api_id, "q": "5", "c": "s5"}  # type: ignore[misc]
+    assert 490 < await store.redis.ttl(link) <= 500
+    assert not await store.redis.exists(state)
+    assert (await store.correlate("msg:old", "s6", "{}", kind="message", seq="6")).outcome == "matched"
+
+
 async def test_submit_and_callback_race_never_loses_or_doubles(store: Store) -> None:
     """Whichever runs first, exactly one of them leads to a completion.
 
@@ -211,4 +240,5 @@ async def test_a_finished_request_and_its_links_live_for_the_link_ttl(store: Sto
     assert 0 < await short.redis.ttl(short.key("link", "msg:m-1")) <= 120
     status = await short.correlate("msg:m-1", "cb2", entry("cb2", api_id), kind="status", seq="1")
     assert status.api_id == api_id
-    assert 0 < await short.redis.ttl(short.key("state", "msg:m-1")) <= 120
+    assert 0 < await short.redis.ttl(short.key("link", "msg:m-1")) <= 120  # renewed with its status
+    assert await short.redis.hget(short.key("link", "msg:m-1"), "q") == "1"  # type: ignore[misc]

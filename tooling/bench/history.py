@@ -49,7 +49,7 @@ from redis.asyncio import Redis
 from gateway.history.store import HistoryStore
 from gateway.store.archive import ArchiveStore
 from gateway.store.keys import Keys
-from tooling.bench import historydb, procs
+from tooling.bench import historydb, procs, steady
 from tooling.bench.bulk import metadata_of
 from tooling.bench.options import BenchOptions
 from tooling.bench.report import fmt, summarize
@@ -428,15 +428,17 @@ async def outbox_lag(
 
 
 async def _footprint(
-    stack: Stack, redis: Redis, client: httpx.AsyncClient, conn: asyncpg.Connection[Any], count: int, md: int
+    stack: Stack, redis: Redis, client: httpx.AsyncClient, conn: asyncpg.Connection[Any], opts: BenchOptions
 ) -> tuple[dict[str, Any], list[str]]:
     """Items 1 and 2. A few requests first, settled and past the hot retention, so that what is
     made once (scripts loaded, the subscription's bucket, indexes, today's partitions) is in the
-    baseline."""
+    baseline; then the bucket hashes filled as ``history_steady_rate`` would have (steady.py)."""
+    count, md = opts.history_requests, opts.metadata_bytes
     await subscribe(client, stack)
     await submit_burst(client, stack, WARMUP_REQUESTS, md)
     await settle(redis, conn, WARMUP_REQUESTS)
     await hot_wait()
+    filled = await steady.fill(redis, PREFIX, opts.history_steady_rate, WARMUP_REQUESTS)
     before, pg_before = await snapshot(redis), await historydb.pg_sizes(conn)
     began = time.monotonic()
     ids = await submit_burst(client, stack, count, md)
@@ -453,6 +455,8 @@ async def _footprint(
     out = {
         "requests": count,
         "metadata_bytes": md,
+        "steady_rate": opts.history_steady_rate,
+        "buckets_filled": filled,
         "submit_s": round(submitted, 2),
         "settled_s": round(took, 2),
         "worker_forgets": forgets,
@@ -472,9 +476,7 @@ async def _live(stack: Stack, opts: BenchOptions) -> tuple[dict[str, Any], str]:
     try:
         async with httpx.AsyncClient(timeout=30, limits=limits) as client:
             await start_worker(stack, redis)
-            footprint, ids = await _footprint(
-                stack, redis, client, conn, opts.history_requests, opts.metadata_bytes
-            )
+            footprint, ids = await _footprint(stack, redis, client, conn, opts)
             await start_worker(stack, redis)
             footprint["lag"] = await outbox_lag(client, stack, redis, conn, opts)
     finally:
@@ -532,12 +534,14 @@ def _redis_rows(r: dict[str, Any]) -> list[Row]:
             "Redis bytes per finished request, after the copy",
             fmt(copy["bytes_per_request"], " B"),
             f"{n:,} Message requests, 4 events, 4 deliveries to a `*` subscription (204); INFO"
-            f" used_memory delta / N once all succeeded and the archive is empty; {_usage(copy)}",
+            f" used_memory delta / N once all succeeded and the archive is empty; dedup, nonce and"
+            f" ref buckets first filled as {r['steady_rate']:g} request/s fills them (steady.py);"
+            f" {_usage(copy)}",
         ),
         (
             f"  same, after GATEWAY_HOT_RETENTION ({r['hot_retention_s']} s)",
             fmt(hot["bytes_per_request"], " B"),
-            f"{forgets}; {_usage(hot)}",
+            f"{forgets}; {_usage(hot)}; target <= 1,500 B",
         ),
         (
             "  what-if: the archiver forgetting, after the hot retention",

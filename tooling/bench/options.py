@@ -27,6 +27,7 @@ class BenchOptions:
     # history: finished requests for the bytes figures, the outbox lag's submit rate and length,
     # the writer's batches of 200 trees, the attempt rows the list queries read, timed calls each
     history_requests: int = 500
+    history_steady_rate: float = 1.0  # requests/s whose marks and refs fill the buckets first (steady.py)
     history_rate: int = 50  # the sandbox (4 callbacks a request) keeps up with this on 2 cores
     history_duration: float = 10.0
     history_write_batches: int = 50
@@ -66,6 +67,7 @@ class BenchOptions:
             sweep_pending=20_000,
             sweep_due=100,
             history_requests=20,
+            history_steady_rate=0.05,
             history_duration=2.0,
             history_write_batches=2,
             history_attempts=50_000,

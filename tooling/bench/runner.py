@@ -22,6 +22,7 @@ from tooling.bench.load import generator_name
 from tooling.bench.options import BenchOptions, check
 from tooling.embedded_postgres import EmbeddedPostgres
 from tooling.embedded_redis import EmbeddedRedis, free_port
+from workers import writer
 
 PREFIX = "cg:"
 
@@ -52,8 +53,12 @@ def _stack(opts: BenchOptions, workdir: Path) -> Iterator[Run]:
         own_redis: EmbeddedRedis | None = None
         if opts.url is None or opts.redis_url is None:
             own_redis = stack.enter_context(EmbeddedRedis())
-        # The workers the bench starts keep history too: in DATABASE_URL's PostgreSQL, else their own.
-        database_url = os.environ.get("DATABASE_URL") or stack.enter_context(EmbeddedPostgres()).url()
+        # The workers the bench starts keep history too: in DATABASE_URL's PostgreSQL, else their own,
+        # at the writer's lower CPU priority: history is background work, and a PostgreSQL on the
+        # gateway's own cores stands in for one on a host of its own (docs/performance.md).
+        database_url = (
+            os.environ.get("DATABASE_URL") or stack.enter_context(EmbeddedPostgres(nice=writer.NICE)).url()
+        )
         if opts.url is None:
             assert own_redis is not None
             port, token = free_port(), secrets.token_urlsafe(30)

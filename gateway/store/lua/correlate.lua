@@ -44,7 +44,9 @@ if kind == 'result' then
     redis.call('EXPIRE', rkey, link_ttl)
     move(p, api_id, status, 'completed', info[6])
     for _, lk in ipairs(links) do
-      redis.call('SET', p .. {{LINK}} .. lk, api_id, 'EX', link_ttl)
+      local lkey = p .. {{LINK}} .. lk
+      redis.call('HSET', lkey, 'a', api_id)
+      redis.call('EXPIRE', lkey, link_ttl)
       local pk = p .. {{PARK}} .. lk
       for _, parked in ipairs(redis.call('LRANGE', pk, 0, -1)) do
         redis.call('XADD', p .. {{INBOX}}, '*', 'e', parked)
@@ -54,15 +56,16 @@ if kind == 'result' then
     end
   end
 elseif seq ~= '' then
-  local skey = p .. {{STATE}} .. ckey
-  local last = redis.call('HGET', skey, 'seq')
-  if last and tonumber(last) > tonumber(seq) then
+  -- The last accepted status of the ckey is kept in its link (lib/resolve.lua): one key a message.
+  local lkey = p .. {{LINK}} .. ckey
+  local last = redis.call('HMGET', lkey, 'q', 'c')
+  if last[1] and tonumber(last[1]) > tonumber(seq) then
     outcome = 'stale'
-  elseif last and tonumber(last) == tonumber(seq) and redis.call('HGET', skey, 'cb') ~= cb then
+  elseif last[1] and tonumber(last[1]) == tonumber(seq) and last[2] ~= cb then
     outcome = 'stale'
   else
-    redis.call('HSET', skey, 'seq', seq, 'cb', cb)
-    redis.call('EXPIRE', skey, link_ttl)
+    redis.call('HSET', lkey, 'q', seq, 'c', cb)
+    redis.call('EXPIRE', lkey, link_ttl)
   end
 end
 log_callback(p, api_id, cb, at, now, sv, outcome, kind, link_ttl)
