@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from gateway.store.archive import ArchiveStore
 from gateway.store.keys import Keys
 from tooling.bench import bareclient, corpus, load, procs
 from tooling.bench.apps import ENQUEUED_HASH, JOBS_HASH
@@ -32,6 +33,7 @@ from tooling.bench.report import fmt, latency_cells, summarize
 SINK_FUNCTION = "bench_job"
 SETTLE_S = 30.0
 DRAIN_S = 10.0
+LAG_SAMPLE_S = 0.05
 
 
 def _targets(run: Run, with_queue: bool) -> list[dict[str, Any]]:
@@ -91,11 +93,17 @@ async def _e2e_run(run: Run, redis: Redis, kind: str) -> dict[str, Any]:
     await redis.delete(JOBS_HASH, ENQUEUED_HASH)
     await _reset_subscriber(run)
     path = run.corpus(f"e2e-{kind}", ids)
-    stats, sends = await asyncio.to_thread(
-        load.open_loop, path, run.gateway_port, rate=o.e2e_rate, duration=o.e2e_duration, procs=1
-    )
-    queue = kind == "queue"
-    await _wait_for(run, redis, len(ids), jobs=queue, hooks=not queue)
+    lag: list[float] = []
+    sampling = asyncio.create_task(_outbox_lag(ArchiveStore(redis, run.prefix), lag))
+    try:
+        stats, sends = await asyncio.to_thread(
+            load.open_loop, path, run.gateway_port, rate=o.e2e_rate, duration=o.e2e_duration, procs=1
+        )
+        queue = kind == "queue"
+        await _wait_for(run, redis, len(ids), jobs=queue, hooks=not queue)
+        drained = await _archived(redis, Keys(run.prefix).archive, SETTLE_S)
+    finally:
+        sampling.cancel()
     enqueued: dict[str, float] = {}
     if queue:
         raw: dict[str, str] = await redis.hgetall(JOBS_HASH)  # type: ignore[misc]
@@ -110,7 +118,17 @@ async def _e2e_run(run: Run, redis: Redis, kind: str) -> dict[str, Any]:
         "ingest": stats.as_dict(),
         "ms": summarize(_latencies(ids, sends, arrived)),
         "enqueued_ms": summarize(_latencies(ids, sends, enqueued)),
+        "outbox_lag_ms": summarize(lag),
+        "outbox_drained": drained,
     }
+
+
+async def _outbox_lag(archive: ArchiveStore, samples: list[float]) -> None:
+    """How long the oldest change has waited for the history writer, every LAG_SAMPLE_S (0 when
+    none waits), until cancelled."""
+    while True:
+        samples.append(float(await archive.oldest_age_ms() or 0))
+        await asyncio.sleep(LAG_SAMPLE_S)
 
 
 async def _e2e(run: Run, redis: Redis) -> None:
@@ -129,6 +147,8 @@ async def _e2e(run: Run, redis: Redis) -> None:
         "queue_job_ms": job["ms"],
         "queue_enqueued_ms": job["enqueued_ms"],
         "queue_run": {"callbacks": job["callbacks"], "ingest": job["ingest"]},
+        "outbox_lag_ms": webhook["outbox_lag_ms"],
+        "outbox_drained": webhook["outbox_drained"],
     }
     for label, res in (
         (f"e2e callback -> webhook at {o.e2e_rate}/s", webhook),
@@ -137,6 +157,16 @@ async def _e2e(run: Run, redis: Redis) -> None:
         run.rows.append((label, f"{res['arrived']:,}/{res['callbacks']:,}", latency_cells(res["ms"])))
         if res["arrived"] < res["callbacks"]:
             run.notes.append(f"{label}: {res['callbacks'] - res['arrived']} missing after {SETTLE_S:.0f}s")
+    lag = webhook["outbox_lag_ms"]
+    run.rows.append(
+        (
+            f"e2e history outbox lag at {o.e2e_rate}/s",
+            f"p50 {lag['p50']:,.0f} / p99 {lag['p99']:,.0f} ms",
+            f"the oldest change's wait for the writer, every {LAG_SAMPLE_S * 1000:.0f} ms from the"
+            " first callback until the archive was empty; GATEWAY_HISTORY_DELAY (0.5 s) included"
+            + ("" if webhook["outbox_drained"] else f"; NOT drained {SETTLE_S:.0f} s after the webhooks"),
+        )
+    )
     run.rows.append(
         (
             f"e2e callback -> arq job enqueued at {o.e2e_rate}/s",
@@ -156,13 +186,14 @@ async def _drained(redis: Redis, inbox: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _archived(redis: Redis, archive: str) -> None:
-    """Until the history writers have copied everything the run changed (bounded)."""
-    deadline = time.monotonic() + DRAIN_S
+async def _archived(redis: Redis, archive: str, within: float = DRAIN_S) -> bool:
+    """Until the history writers have copied everything the run changed (bounded): whether they had."""
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if not await redis.zcard(archive):
-            return
+            return True
         await asyncio.sleep(0.05)
+    return False
 
 
 async def _worker_run(run: Run, redis: Redis) -> tuple[dict[str, Any], float | None]:
