@@ -62,7 +62,9 @@ def _int(value: Any, default: int | None = None) -> int | None:
         return default
 
 
-READ_CHUNK = 200  # trees a script reads at once (the archiver's batch; lists read up to 2,000)
+# Trees one script reads or releases at once: a script holds Redis, and every ingest and delivery
+# waits behind it. 50 trees take about 2-3 ms of Redis (docs/performance.md, "History, fourth pass").
+READ_CHUNK = 50
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
@@ -283,12 +285,15 @@ class ArchiveStore:
     async def release(self, changed: list[Changed], hot_retention_s: int, *, forget: bool = True) -> int:
         """Remove what was copied and did not change since; with ``forget``, let settled trees
         leave Redis."""
-        items: list[str] = []
-        for c in changed:
-            items += [c.member, c.score, "1" if forget and c.tree.settled else "0", c.api_id, c.status]
-        if not items:
-            return 0
-        return int(await self._release(p=self.keys.prefix, hot_ms=hot_retention_s * 1000, items=items))
+        removed = 0
+        for start in range(0, len(changed), READ_CHUNK):  # as read: no script holds Redis for long
+            items: list[str] = []
+            for c in changed[start : start + READ_CHUNK]:
+                items += [c.member, c.score, "1" if forget and c.tree.settled else "0", c.api_id, c.status]
+            removed += int(
+                await self._release(p=self.keys.prefix, hot_ms=hot_retention_s * 1000, items=items)
+            )
+        return removed
 
     async def rehydrate(
         self, record: DeliveryRecord, log: list[AttemptLog], event: EventJson, retention_s: int

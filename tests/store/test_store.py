@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.store import INBOX_GROUP, NewRequest, Store
+from gateway.store.archive import READ_CHUNK, ArchiveStore
 from gateway.store.keys import DUPLICATES_LOGGED
 from tests.support.store import DeliveryStore
 from tooling.embedded_redis import EmbeddedRedis
@@ -142,6 +143,26 @@ async def test_a_link_written_as_a_string_is_read_and_becomes_a_hash(store: Stor
     assert 490 < await store.redis.ttl(link) <= 500
     assert not await store.redis.exists(state)
     assert (await store.correlate("msg:old", "s6", "{}", kind="message", seq="6")).outcome == "matched"
+
+
+async def test_the_archive_reads_and_releases_a_batch_larger_than_one_script_call(store: Store) -> None:
+    """Trees go to Redis scripts READ_CHUNK at a time: every one of a longer batch is read and
+    let go, none only by the first call."""
+    count = 2 * READ_CHUNK + 7
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    for api_id in ids:
+        await store.save_request(new_request(api_id))
+        await store.correlate(f"api:{api_id}", "cb-" + api_id, entry("cb-" + api_id, api_id), kind="result")
+    archive = ArchiveStore(store.redis, store.prefix)
+    members = await archive.due(0, 10 * count)
+    assert len(members) == count
+    changed = await archive.read(members)
+    assert sorted(c.api_id for c in changed) == sorted(ids)
+    assert all(c.tree.settled for c in changed)
+    assert await archive.release(changed, 60, forget=True) == count
+    assert await store.redis.zcard(store.prefix + "archive") == 0
+    for api_id in ids:
+        assert await store.redis.hget(store.key("req", api_id), "h") == "1"  # type: ignore[misc]
 
 
 async def test_submit_and_callback_race_never_loses_or_doubles(store: Store) -> None:

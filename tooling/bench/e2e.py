@@ -211,14 +211,16 @@ async def _worker_run(run: Run, redis: Redis) -> tuple[dict[str, Any], float | N
     writers = procs.children(pids, "workers.writer")
     cpu_before = procs.cpu_seconds(pids)
     writer_before = procs.cpu_seconds(writers)
+    redis_before = await _redis_cpu(redis)
     began = time.time()
     await push_inbox(redis, Keys(run.prefix).inbox, entries)
     pushed = time.time() - began
     await _wait_for(run, redis, len(ids), jobs=False)
     count, times, body_bytes = await _stats(run)
     cpu = None
+    await _drained(redis, Keys(run.prefix).inbox)
+    redis_hot = await _redis_cpu(redis) - redis_before
     if cpu_before is not None:
-        await _drained(redis, Keys(run.prefix).inbox)
         cpu_after = procs.cpu_seconds(pids)
         cpu = None if cpu_after is None else cpu_after - cpu_before
     writer_cpu = None
@@ -226,6 +228,7 @@ async def _worker_run(run: Run, redis: Redis) -> tuple[dict[str, Any], float | N
         await _archived(redis, Keys(run.prefix).archive)
         writer_after = procs.cpu_seconds(writers)
         writer_cpu = None if writer_after is None else writer_after - writer_before
+    redis_all = await _redis_cpu(redis) - redis_before
     last = max(times.values(), default=began)
     elapsed = max(last - began, 1e-9)
     workers = len(pids) or int(run.env.get("BENCH_WORKER_PROCS", "1"))
@@ -239,12 +242,21 @@ async def _worker_run(run: Run, redis: Redis) -> tuple[dict[str, Any], float | N
         "deliveries_per_s": round(rate, 1),
         "per_worker_process": round(rate / workers, 1),
         "body_bytes": round(body_bytes / max(count, 1), 1),
+        # Redis' own CPU (INFO cpu) from the push: until the inbox was drained, then until the
+        # history writers had copied the run as well (the bench's INFO calls included, a few).
+        "redis_cpu_us_per_delivery": round(redis_hot * 1e6 / max(len(times), 1), 1),
+        "redis_cpu_us_per_delivery_with_history": round(redis_all * 1e6 / max(len(times), 1), 1),
         **(
             {"writer_cpu_us_per_delivery": round(writer_cpu * 1e6 / len(times), 1)}
             if writer_cpu and times
             else {}
         ),
     }, cpu
+
+
+async def _redis_cpu(redis: Redis) -> float:
+    info = await redis.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 async def _bare_client(run: Run, count: int) -> dict[str, Any]:
