@@ -211,7 +211,7 @@ async def _worker_run(run: Run, redis: Redis) -> tuple[dict[str, Any], float | N
     writers = procs.children(pids, "workers.writer")
     cpu_before = procs.cpu_seconds(pids)
     writer_before = procs.cpu_seconds(writers)
-    redis_before = await _redis_cpu(redis)
+    redis_before, calls_before = await _redis_cpu(redis), await _redis_calls(redis)
     began = time.time()
     await push_inbox(redis, Keys(run.prefix).inbox, entries)
     pushed = time.time() - began
@@ -220,6 +220,7 @@ async def _worker_run(run: Run, redis: Redis) -> tuple[dict[str, Any], float | N
     cpu = None
     await _drained(redis, Keys(run.prefix).inbox)
     redis_hot = await _redis_cpu(redis) - redis_before
+    calls_hot = await _redis_calls(redis)
     if cpu_before is not None:
         cpu_after = procs.cpu_seconds(pids)
         cpu = None if cpu_after is None else cpu_after - cpu_before
@@ -229,6 +230,7 @@ async def _worker_run(run: Run, redis: Redis) -> tuple[dict[str, Any], float | N
         writer_after = procs.cpu_seconds(writers)
         writer_cpu = None if writer_after is None else writer_after - writer_before
     redis_all = await _redis_cpu(redis) - redis_before
+    calls_all = await _redis_calls(redis)
     last = max(times.values(), default=began)
     elapsed = max(last - began, 1e-9)
     workers = len(pids) or int(run.env.get("BENCH_WORKER_PROCS", "1"))
@@ -246,6 +248,9 @@ async def _worker_run(run: Run, redis: Redis) -> tuple[dict[str, Any], float | N
         # history writers had copied the run as well (the bench's INFO calls included, a few).
         "redis_cpu_us_per_delivery": round(redis_hot * 1e6 / max(len(times), 1), 1),
         "redis_cpu_us_per_delivery_with_history": round(redis_all * 1e6 / max(len(times), 1), 1),
+        # The same windows' commands (the push's XADDs and the bench's INFO calls included).
+        "redis_commands_per_delivery": _per(calls_hot, calls_before, len(times)),
+        "redis_commands_per_delivery_with_history": _per(calls_all, calls_before, len(times)),
         **(
             {"writer_cpu_us_per_delivery": round(writer_cpu * 1e6 / len(times), 1)}
             if writer_cpu and times
@@ -257,6 +262,18 @@ async def _worker_run(run: Run, redis: Redis) -> tuple[dict[str, Any], float | N
 async def _redis_cpu(redis: Redis) -> float:
     info = await redis.info("cpu")
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+async def _redis_calls(redis: Redis) -> dict[str, int]:
+    """Commands Redis has run, by name (INFO commandstats; a script's own calls counted too)."""
+    stats = await redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def _per(after: dict[str, int], before: dict[str, int], count: int) -> dict[str, float]:
+    """Commands per ``count`` between two _redis_calls, the most frequent first."""
+    delta = {k: v - before.get(k, 0) for k, v in after.items() if v > before.get(k, 0)}
+    return {k: round(v / max(count, 1), 2) for k, v in sorted(delta.items(), key=lambda kv: -kv[1])}
 
 
 async def _bare_client(run: Run, count: int) -> dict[str, Any]:
@@ -339,6 +356,25 @@ def _delivery_rows(run: Run, res: dict[str, Any]) -> None:
                 " from the push until everything was copied to PostgreSQL",
             )
         )
+    hot, everything = res["redis_commands_per_delivery"], res["redis_commands_per_delivery_with_history"]
+    top = ", ".join(f"{k} {v:g}" for k, v in list(everything.items())[:8])
+    run.rows.append(
+        (
+            "Redis CPU per delivery",
+            f"{res['redis_cpu_us_per_delivery']:,.0f} µs",
+            "INFO cpu from the push until the inbox drained;"
+            f" {res['redis_cpu_us_per_delivery_with_history']:,.0f} µs until the history writers had"
+            " copied the run too",
+        )
+    )
+    run.rows.append(
+        (
+            "Redis commands per delivery",
+            f"{sum(hot.values()):,.1f}",
+            f"INFO commandstats calls (scripts and their own calls), same windows; with history"
+            f" {sum(everything.values()):,.1f}: {top}",
+        )
+    )
     if "worker_cpu_us_per_delivery" in res:
         procs_n = res["worker_processes"]
         ratio = res.get("cpu_ratio_to_bare_client")
