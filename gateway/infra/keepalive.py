@@ -10,9 +10,8 @@ and the request is not resent; for a webhook the attempt fails and waits for its
 httpx keeps an idle connection 5 s and aiohttp 15 s, so against a 5 s server the race is real:
 POSTs re-sent on connections idle 4.99-5.005 s failed 0-4 of 200 with httpx and 10-79 of 200 with
 aiohttp, none with 4 s (``tests/bench/idle_race.py``; docs/performance.md, "Idle connections").
-Our clients drop a connection
-after IDLE_SECONDS instead, below the shortest idle timeout in common use; a busy gateway never
-lets one idle that long, and a quiet one pays one new handshake.
+Our clients drop a connection after IDLE_SECONDS instead, below the shortest idle timeout in
+common use; a busy gateway never lets one idle that long, and a quiet one pays one new handshake.
 """
 
 from __future__ import annotations
